@@ -1,0 +1,100 @@
+"""Input checks at the library boundary: one-line errors that name the argument."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["as_tensor", "check_map", "check_finite", "check_range", "check_mask", "check_positive"]
+
+
+def as_tensor(
+    x, name: str, *, dtype: torch.dtype | None = None, device=None, like: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Convert ``x`` (array-like) to a floating tensor, refusing non-numeric input by name."""
+    if like is not None:
+        dtype = dtype or like.dtype
+        device = device or like.device
+    if isinstance(x, torch.Tensor):
+        t = x
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name}: expected an array or tensor, got {type(x).__name__}") from err
+    if not (t.is_floating_point() or t.dtype in (torch.bool, torch.int32, torch.int64, torch.int16,
+                                                  torch.uint8, torch.int8)):
+        raise TypeError(f"{name}: expected a real numeric array, got dtype {t.dtype}")
+    if dtype is None and not t.is_floating_point():
+        dtype = torch.get_default_dtype()
+    return t.to(dtype=dtype, device=device) if (dtype or device) else t
+
+
+def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Refuse NaN or inf, reporting how many entries are bad."""
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        n_nan = int(torch.isnan(x).sum())
+        n_inf = int(torch.isinf(x).sum())
+        raise ValueError(f"{name}: contains {n_nan} NaN and {n_inf} inf values")
+    return x
+
+
+def check_map(
+    x,
+    name: str,
+    *,
+    min_ndim: int = 2,
+    shape: Sequence[int] | None = None,
+    finite: bool = True,
+    dtype: torch.dtype | None = None,
+    device=None,
+) -> torch.Tensor:
+    """A map or a batch of maps ``(..., ny, nx)``; ``shape`` fixes the trailing dimensions."""
+    t = as_tensor(x, name, dtype=dtype, device=device)
+    if t.ndim < min_ndim:
+        raise ValueError(f"{name}: expected at least {min_ndim} dimensions, got shape {tuple(t.shape)}")
+    if shape is not None:
+        shape = tuple(int(s) for s in shape)
+        if tuple(t.shape[-len(shape):]) != shape:
+            raise ValueError(
+                f"{name}: expected trailing shape {shape}, got shape {tuple(t.shape)}"
+            )
+    if finite:
+        check_finite(t, name)
+    return t
+
+
+def check_range(x, name: str, low: float | None = None, high: float | None = None):
+    """Values in [low, high] (either bound optional); works on scalars, arrays and tensors."""
+    arr = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x, dtype=float))
+    if not torch.isfinite(arr).all():
+        raise ValueError(f"{name}: must be finite, got {x!r}" if arr.numel() == 1
+                         else f"{name}: contains non-finite values")
+    if low is not None and (arr < low).any():
+        raise ValueError(f"{name}: must be >= {low}, got min {float(arr.min()):.6g}")
+    if high is not None and (arr > high).any():
+        raise ValueError(f"{name}: must be <= {high}, got max {float(arr.max()):.6g}")
+    return x
+
+
+def check_positive(x, name: str, strict: bool = True):
+    """Strictly positive (or non-negative with ``strict=False``) finite values."""
+    arr = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x, dtype=float))
+    if not torch.isfinite(arr).all():
+        raise ValueError(f"{name}: must be finite")
+    bad = (arr <= 0) if strict else (arr < 0)
+    if bad.any():
+        raise ValueError(f"{name}: must be {'>' if strict else '>='} 0, got min {float(arr.min()):.6g}")
+    return x
+
+
+def check_mask(mask, name: str, shape: Sequence[int] | None = None, like: torch.Tensor | None = None):
+    """A mask with values in [0, 1] (binary or apodised), optionally of a given trailing shape."""
+    m = check_map(mask, name, shape=shape, dtype=like.dtype if like is not None else None,
+                  device=like.device if like is not None else None)
+    if (m < 0).any() or (m > 1).any():
+        raise ValueError(f"{name}: values must lie in [0, 1], got range [{float(m.min()):.3g}, "
+                         f"{float(m.max()):.3g}]")
+    return m

@@ -1,0 +1,65 @@
+"""The ``bayessky`` command: one sub-module per sub-command, each with ``add_parser`` and ``run``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main"]
+
+# sub-command -> module; a module exposes add_parser(subparsers) and run(args) -> int
+COMMANDS = {
+    "demo": "bayessky.cli.demo",
+    "run": "bayessky.cli.run",
+    "train": "bayessky.cli.train",
+    "sample": "bayessky.cli.sample",
+    "simulate": "bayessky.cli.simulate",
+}
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bayessky",
+        description="Field-level Bayesian inference on cosmological maps with deep generative priors.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, modname in COMMANDS.items():
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as err:
+            if err.name != modname:
+                raise
+            p = sub.add_parser(name, help="(not available in this build)")
+            p.set_defaults(_missing=name)
+            continue
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if getattr(args, "_missing", None):
+        print(f"bayessky {args._missing}: not available in this build yet", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as err:
+        print(f"bayessky {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, FileNotFoundError, KeyError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"bayessky {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""bayessky.physics"""
