@@ -1,0 +1,233 @@
+"""``bayessky run SCRIPT --data FILE``: run a Pyro model script with an engine, write the outputs.
+
+A model script defines ``model(data, **options)`` (a Pyro model observing ``data``), and may
+define ``guide`` (for SVI), ``grid`` (a dict of axes, or a function of the options returning one,
+for the grid engine), ``DEFAULTS`` (engine settings, e.g. ``{"engine": "grid", "num_samples": 500}``)
+and ``MAP_SITE`` (the name of the site holding the reconstructed map, for map-level inference).
+``--set key=value`` values are parsed as Python literals; keys that are engine settings go to the
+engine, the others to ``model`` as options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import inspect
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import CLIError
+
+__all__ = ["add_parser", "run", "load_script", "run_script"]
+
+ENGINES = ("nuts", "hmc", "svi", "map", "grid", "emcee")
+# settings accepted by each engine front end in bayessky.infer (the rest go to the model)
+ENGINE_KEYS = {
+    "nuts": {"num_samples", "warmup_steps", "num_chains", "target_accept_prob", "dense_mass",
+             "init_strategy", "jit", "max_tree_depth", "backend"},
+    "hmc": {"num_samples", "warmup_steps", "num_chains", "target_accept_prob", "dense_mass",
+            "init_strategy", "jit", "num_steps", "step_size"},
+    "svi": {"guide", "steps", "num_samples", "lr"},
+    "map": {"steps", "optimizer", "laplace", "num_samples"},
+    "grid": {"prior", "chunk_size", "memory_budget_mb", "num_samples"},
+    "emcee": {"walkers", "steps", "burn"},
+}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="run a model script on data with an inference engine",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("script", help="model script (.py) defining model(data, **options)")
+    p.add_argument("--data", required=True, help="map(s): .npy, .npz or FITS; a stack gives one "
+                   "posterior per map")
+    p.add_argument("--mask", help="mask file (1 = observed, 0 = masked), same formats")
+    p.add_argument("--engine", choices=ENGINES, help="engine (default: the script's DEFAULTS, else nuts)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="option for the script or the engine (repeatable)")
+    p.add_argument("--out", default="bayessky-run", help="output folder")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--key", help="array name inside an .npz data file")
+    p.set_defaults(func=run)
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``["a=1", "b=[1,2]", "c=name"]`` -> ``{"a": 1, "b": [1, 2], "c": "name"}``."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise CLIError(f"--set: expected KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if not key.isidentifier():
+            raise CLIError(f"--set: {key!r} is not a valid option name")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def load_script(path: str | Path):
+    """Import a model script as a module; it must define a callable ``model``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CLIError(f"script: no such file {str(path)!r}")
+    spec = importlib.util.spec_from_file_location(f"bayessky_script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:  # a broken user script: report its error in one line
+        raise CLIError(f"script: {path.name} failed to import: {type(err).__name__}: {err}") from err
+    if not callable(getattr(module, "model", None)):
+        raise CLIError(f"script: {path.name} does not define a function 'model(data, **options)'")
+    return module
+
+
+def _load_array(path: str, name: str, key: str | None = None) -> np.ndarray:
+    from ..data.io import load_maps
+
+    try:
+        arr = load_maps(path, key=key)
+    except (OSError, ValueError, KeyError) as err:
+        raise CLIError(f"{name}: cannot read {path!r}: {str(err).splitlines()[0]}") from err
+    arr = np.asarray(arr, dtype=np.float64)
+    n_bad = int((~np.isfinite(arr)).sum())
+    if n_bad:
+        raise CLIError(f"{name}: {path!r} contains {n_bad} NaN/inf values")
+    return arr
+
+
+def run_script(module, data, *, engine: str, options: dict, engine_options: dict, device: str,
+               seed: int, mask=None):
+    """Run ``module.model`` on one map with ``engine``; returns (idata or GridPosterior, idata)."""
+    import pyro
+    import torch
+
+    from .. import infer
+
+    pyro.set_rng_seed(seed)
+    pyro.clear_param_store()
+    t = torch.as_tensor(data, dtype=torch.get_default_dtype(), device=device)
+    kwargs = dict(options)
+    params = inspect.signature(module.model).parameters
+    accepts_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if mask is not None:
+        if "mask" not in params and not accepts_var_kw:
+            raise CLIError("--mask: the script's model takes no 'mask' option")
+        kwargs["mask"] = torch.as_tensor(mask, dtype=t.dtype, device=device)
+    unknown = [k for k in kwargs if k not in params and not accepts_var_kw]
+    if unknown:
+        raise CLIError(f"--set: the script's model has no option(s) {unknown}")
+    fn = getattr(infer, engine)
+    eopts = dict(engine_options)
+    if engine == "grid":
+        grid = getattr(module, "grid", None)
+        if callable(grid):
+            grid = grid(**{k: v for k, v in options.items()
+                           if k in inspect.signature(grid).parameters})
+        if not grid:
+            raise CLIError("--engine grid: the script defines no 'grid' of parameter axes")
+        num_samples = eopts.pop("num_samples", 2000)
+        post = fn(module.model, t, grid=grid, seed=seed, **eopts, **kwargs)
+        return post, post.to_inference_data(num_samples, seed=seed)
+    if engine == "svi" and getattr(module, "guide", None) is not None and "guide" not in eopts:
+        eopts["guide"] = module.guide
+    idata = fn(module.model, t, seed=seed, **eopts, **kwargs)
+    return None, idata
+
+
+def _write_outputs(out: Path, idata, grid_post, data, mask, module, suffix: str, truths=None):
+    import arviz as az
+
+    from ..plot import corner, posterior_maps
+    from ..plot.corner import scalar_variables
+
+    written = []
+    nc = out / f"posterior{suffix}.nc"
+    tmp = nc.with_suffix(".nc.tmp")
+    idata.to_netcdf(str(tmp))
+    tmp.replace(nc)
+    written.append(nc)
+    scalars = scalar_variables(idata)
+    summary = az.summary(idata, var_names=scalars or None, kind="all") if scalars else None
+    if scalars:
+        corner(idata, var_names=scalars, truths=truths, out=out / f"corner{suffix}.png")
+        written.append(out / f"corner{suffix}.png")
+    site = getattr(module, "MAP_SITE", None)
+    post = idata.posterior
+    if site is None:  # a posterior variable with the data's map shape is the reconstructed map
+        for v in post.data_vars:
+            if tuple(post[v].shape[2:]) == tuple(data.shape):
+                site = v
+                break
+    if site is not None and site in post:
+        draws = np.asarray(post[site]).reshape(-1, *post[site].shape[2:])
+        mean, std = draws.mean(0), draws.std(0)
+        np.save(out / f"map_mean{suffix}.npy", mean)
+        np.save(out / f"map_std{suffix}.npy", std)
+        posterior_maps(mean, std, data=data, mask=mask, out=out / f"maps{suffix}.png")
+        written += [out / f"map_mean{suffix}.npy", out / f"map_std{suffix}.npy", out / f"maps{suffix}.png"]
+    return summary, written
+
+
+def run(args: argparse.Namespace) -> int:
+    module = load_script(args.script)
+    defaults = dict(getattr(module, "DEFAULTS", {}) or {})
+    sets = parse_sets(args.set)
+    engine = args.engine or sets.pop("engine", None) or defaults.pop("engine", "nuts")
+    defaults.pop("engine", None)
+    if engine not in ENGINES:
+        raise CLIError(f"--engine: expected one of {ENGINES}, got {engine!r}")
+    merged = {**defaults, **sets}
+    engine_options = {k: v for k, v in merged.items() if k in ENGINE_KEYS[engine]}
+    options = {k: v for k, v in merged.items() if k not in set().union(*ENGINE_KEYS.values())}
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CLIError(f"--device: {args.device!r} requested but CUDA is not available")
+    data = _load_array(args.data, "--data", args.key)
+    mask = _load_array(args.mask, "--mask") if args.mask else None
+    expected = getattr(module, "MAP_SHAPE", None)
+    if data.ndim not in (2, 3):
+        raise CLIError(f"--data: expected one map (H, W) or a stack (n, H, W), got shape {data.shape}")
+    stack = data if data.ndim == 3 else data[None]
+    if expected is not None and tuple(stack.shape[1:]) != tuple(expected):
+        raise CLIError(f"--data: the script expects maps of shape {tuple(expected)}, got {stack.shape[1:]}")
+    if mask is not None:
+        if mask.shape != stack.shape[1:]:
+            raise CLIError(f"--mask: shape {mask.shape} does not match the maps' {stack.shape[1:]}")
+        if ((mask < 0) | (mask > 1)).any():
+            raise CLIError("--mask: values must lie in [0, 1]")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = []
+    from tqdm.auto import tqdm
+
+    for i, m in enumerate(tqdm(stack, desc="maps", disable=len(stack) == 1)):
+        suffix = "" if len(stack) == 1 else f"_{i:03d}"
+        grid_post, idata = run_script(module, m, engine=engine, options=options,
+                                      engine_options=engine_options, device=args.device,
+                                      seed=args.seed + i, mask=mask)
+        summary, _ = _write_outputs(out, idata, grid_post, m, mask, module, suffix)
+        if summary is not None:
+            summary.insert(0, "map", i)
+            summaries.append(summary)
+    if summaries:
+        import pandas as pd
+
+        table = pd.concat(summaries)
+        tmp = out / "summary.csv.tmp"
+        table.to_csv(tmp)
+        tmp.replace(out / "summary.csv")
+        print(table.to_string())
+    meta = {"script": str(args.script), "data": str(args.data), "engine": engine, "n_maps": len(stack),
+            "engine_options": engine_options, "options": options, "seed": args.seed}
+    (out / "run.json").write_text(json.dumps(meta, indent=2, default=str))
+    print(f"bayessky run: wrote {len(stack)} posterior(s) to {out}/", file=sys.stderr)
+    return 0

@@ -1,0 +1,94 @@
+"""Corner plots of global parameters through the ``corner`` package, with truths and a reference."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ._save import maybe_save
+
+__all__ = ["corner", "scalar_variables"]
+
+
+def scalar_variables(idata, group: str = "posterior") -> list[str]:
+    """Names of variables with no dimensions beyond (chain, draw): the ones a corner plot shows."""
+    ds = getattr(idata, group)
+    return [v for v in ds.data_vars if ds[v].ndim == 2]
+
+
+def _samples(idata, var_names: Sequence[str]) -> np.ndarray:
+    post = idata.posterior
+    return np.stack([np.asarray(post[v]).reshape(-1) for v in var_names], axis=-1)
+
+
+def corner(
+    idata,
+    var_names: Sequence[str] | None = None,
+    truths: Mapping[str, float] | Sequence[float] | None = None,
+    reference=None,
+    levels: Sequence[float] = (0.68, 0.95),
+    labels: Sequence[str] | None = None,
+    reference_label: str = "reference",
+    label: str = "posterior",
+    out=None,
+    **kwargs,
+):
+    """Corner plot of the scalar posterior variables of ``idata``.
+
+    Arguments:
+        idata: ``arviz.InferenceData`` with a posterior group.
+        var_names: variables to show (default: every scalar variable).
+        truths: true values, as a mapping name -> value or a sequence in ``var_names`` order.
+        reference: optional second InferenceData (e.g. the exact posterior) drawn in another colour
+            on the same axes, so the learned posterior can be judged against it.
+        levels: probability mass enclosed by the 2-D contours (68 % and 95 % by default).
+        out: optional path; the figure is written there.
+
+    Returns:
+        matplotlib Figure.
+    """
+    import corner as _corner
+
+    names = list(var_names) if var_names is not None else scalar_variables(idata)
+    if not names:
+        raise ValueError("var_names: the posterior has no scalar variables to plot")
+    missing = [v for v in names if v not in idata.posterior]
+    if missing:
+        raise ValueError(f"var_names: not in the posterior: {missing}")
+    if isinstance(truths, Mapping):
+        truth_list = [truths.get(v) for v in names]
+    else:
+        truth_list = list(truths) if truths is not None else None
+    x = _samples(idata, names)
+    ranges = None
+    if reference is not None:
+        xr = _samples(reference, names)
+        both = np.concatenate([x, xr])
+        lo, hi = both.min(0), both.max(0)
+        pad = 0.05 * (hi - lo + 1e-12)
+        ranges = list(zip(lo - pad, hi + pad))
+    style = dict(levels=tuple(levels), plot_datapoints=False, fill_contours=False,
+                 smooth=1.0, show_titles=True, title_fmt=".3f")
+    style.update(kwargs)
+    # equal total weight per sample set, so histograms of different sizes share one y scale
+    fig = _corner.corner(x, labels=labels or names, truths=truth_list, range=ranges,
+                         weights=np.full(len(x), 1.0 / len(x)), color="C0", truth_color="k", **style)
+    if reference is not None:
+        ref_style = {k: v for k, v in style.items() if k not in ("show_titles", "title_fmt")}
+        ref_style.setdefault("plot_density", False)
+        _corner.corner(xr, fig=fig, range=ranges, color="C1",
+                       weights=np.full(len(xr), 1.0 / len(xr)), **ref_style)
+        n = len(names)
+        for i in range(n):  # the second call rescales the diagonal to its own maximum
+            ax = fig.axes[i * n + i]
+            top = max((float(np.max(line.get_ydata())) for line in ax.get_lines()
+                       if len(line.get_ydata()) > 2), default=None)
+            if top:
+                ax.set_ylim(0, 1.1 * top)
+        from matplotlib.lines import Line2D
+
+        fig.legend(handles=[Line2D([], [], color="C0", label=label),
+                            Line2D([], [], color="C1", label=reference_label)],
+                   loc="upper right", frameon=False)
+    return maybe_save(fig, out)

@@ -1,0 +1,72 @@
+"""Posterior map panels: data, truth, posterior mean, std and residual, with the mask drawn."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._save import maybe_save
+
+__all__ = ["posterior_maps"]
+
+
+def _np(x):
+    if x is None:
+        return None
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x, dtype=float)
+    if x.ndim == 3 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim != 2:
+        raise ValueError(f"maps: expected 2-D maps (or 1 x H x W), got shape {x.shape}")
+    return x
+
+
+def posterior_maps(mean, std, data=None, truth=None, mask=None, title: str | None = None,
+                   cmap: str = "viridis", out=None):
+    """Panels of (data, truth, posterior mean, posterior std, residual = mean - truth).
+
+    Arguments:
+        mean, std: posterior mean and standard deviation maps (H, W).
+        data: observed map; masked pixels (mask == 0) are greyed out.
+        truth: true map, when known; adds the truth and residual panels.
+        mask: 1 = observed, 0 = masked; its boundary is drawn on every panel.
+    """
+    mean, std, data, truth, mask = map(_np, (mean, std, data, truth, mask))
+    panels = []
+    if data is not None:
+        d = np.ma.masked_where(mask < 0.5, data) if mask is not None else data
+        panels.append(("data", d, cmap))
+    if truth is not None:
+        panels.append(("truth", truth, cmap))
+    panels.append(("posterior mean", mean, cmap))
+    panels.append(("posterior std", std, "magma"))
+    if truth is not None:
+        panels.append(("mean - truth", mean - truth, "RdBu_r"))
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
+    shared = [p[1] for p in panels if p[0] in ("data", "truth", "posterior mean")]
+    vmin = min(float(np.nanmin(p)) for p in shared)
+    vmax = max(float(np.nanmax(p)) for p in shared)
+    for ax, (name, img, cm) in zip(axes[0], panels):
+        if name == "mean - truth":
+            lim = float(np.nanmax(np.abs(img))) or 1.0
+            kw = dict(vmin=-lim, vmax=lim)
+        elif name == "posterior std":
+            kw = {}
+        else:
+            kw = dict(vmin=vmin, vmax=vmax)
+        cmap_obj = plt.get_cmap(cm).copy()
+        cmap_obj.set_bad("0.7")
+        im = ax.imshow(img, origin="lower", cmap=cmap_obj, **kw)
+        if mask is not None and 0 < mask.min() + 1 and (mask < 0.5).any():
+            ax.contour(mask, levels=[0.5], colors="w", linewidths=0.6)
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return maybe_save(fig, out)
