@@ -139,6 +139,13 @@ class FlowPrior(_PriorBase):
         return FlowDistribution(self.net, self._context(context), self.transform, temperature=temperature,
                                 context_names=self._names, validate_args=validate_args)
 
+    def sample(self, name: str, context=None, *, obs=None) -> torch.Tensor:
+        """``pyro.sample(name, self.distribution(context), obs=obs)``: the map as a Pyro site
+        (or, with ``obs``, a flow likelihood of observed maps given the context)."""
+        import pyro
+
+        return pyro.sample(name, self.distribution(context), obs=obs)
+
     def log_prob(self, x, context=None) -> torch.Tensor:
         """``distribution(context).log_prob(x)``."""
         return self.distribution(context).log_prob(x)
@@ -235,41 +242,12 @@ def resolve_prior(name_or_path: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"prior: no prior named or at {name!r}{where}")
 
 
-def _read(folder: Path, expected_kind=None):
-    """(network with weights loaded, card) through the checkpoint and registry modules."""
+def _read(folder: Path, expected_kind: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """(network with weights loaded, card): safetensors + JSON checks of the checkpoint module."""
     from ..train.checkpoint import load_checkpoint
-    from ..train.registry import build_network
 
-    out = load_checkpoint(folder, expected_kind=expected_kind)
-    if isinstance(out, tuple):
-        first, card = out[0], out[1]
-    else:
-        first, card = getattr(out, "state_dict", getattr(out, "tensors", None)), out.card
-    if isinstance(first, torch.nn.Module):
-        return first, dict(card)
-    card = dict(card)
-    kind = card.get("kind")
-    net = build_network(kind, card.get("architecture") or {})
-    missing, unexpected = _load_state(net, first)
-    if missing or unexpected:
-        raise ValueError(f"prior: weights in {str(folder)!r} do not match the {kind!r} architecture of "
-                         f"its card ({len(missing)} missing, {len(unexpected)} unexpected tensors, e.g. "
-                         f"{(missing or unexpected)[0]!r})")
-    return net, card
-
-
-def _load_state(net: torch.nn.Module, tensors: Mapping[str, torch.Tensor]) -> tuple[list, list]:
-    own = net.state_dict()
-    missing = [k for k in own if k not in tensors]
-    unexpected = [k for k in tensors if k not in own]
-    if missing or unexpected:
-        return missing, unexpected
-    for k, v in tensors.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise ValueError(f"prior: tensor {k!r} has shape {tuple(v.shape)}, the architecture expects "
-                             f"{tuple(own[k].shape)}")
-    net.load_state_dict(dict(tensors), strict=True)
-    return [], []
+    ckpt = load_checkpoint(folder, expected_kind=expected_kind)
+    return ckpt.model, dict(ckpt.card)
 
 
 def load_prior(name_or_path: str | os.PathLike, device=None, dtype: torch.dtype | None = None,
@@ -340,12 +318,17 @@ def save_prior(prior_or_net, folder: str | os.PathLike, card_extras: Mapping | N
     card["transform"] = transform_to_config(transform) if transform is not None else []
     flow = getattr(net, "latent_flow", None) if kind in LATENT_KINDS else net
     dim, low, high = net_context(flow) if flow is not None else (0, None, None)
-    if dim:
-        names = list(context_names) if context_names else [f"c{i}" for i in range(dim)]
+    extras = dict(card_extras or {})
+    if dim and "context" not in extras:
+        names = list(context_names) if context_names else (card.get("context") or {}).get("names")
+        names = names or [f"c{i}" for i in range(dim)]
         if len(names) != dim:
             raise ValueError(f"context_names: expected {dim} names, got {names}")
+        if low is None or high is None:
+            raise ValueError("context: the network records no training range; pass "
+                             "card_extras={'context': {'names': [...], 'low': [...], 'high': [...]}}")
         card["context"] = {"names": names, "low": low, "high": high}
-    else:
+    elif not dim:
         card["context"] = None
-    card.update(dict(card_extras or {}))
+    card.update(extras)
     return save_checkpoint(folder, net, card)
