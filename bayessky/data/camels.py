@@ -77,7 +77,7 @@ def _is_float(s: str) -> bool:
 
 
 def load_params(path, name: str = "params") -> tuple[np.ndarray, tuple[str, ...]]:
-    """Read a parameter table: CMD ``.txt`` (whitespace columns) or HIGlow's ``.csv``.
+    """Read a parameter table: CMD ``.txt`` (whitespace columns), HIGlow's ``.csv`` or a ``.npy``.
 
     Returns ``(params (n_sims, k) float64, names)``. In a CSV, non-numeric columns (the
     simulation name) and a ``seed`` column are dropped.
@@ -99,6 +99,13 @@ def load_params(path, name: str = "params") -> tuple[np.ndarray, tuple[str, ...]
                 and not (header and j < len(header) and header[j].strip().lower() == "seed")]
         params = np.array([[float(r[j]) for j in keep] for r in rows], dtype=np.float64)
         labels = [header[j].strip() if header and j < len(header) else "" for j in keep]
+    elif path.lower().endswith(".npy"):
+        params = np.load(path, allow_pickle=False)
+        if params.dtype.kind not in "fiu" or params.ndim not in (1, 2):
+            raise ValueError(f"{name}: {path!r} must hold a numeric (n,) or (n, k) table, got "
+                             f"{params.dtype} {params.shape}")
+        params = params.astype(np.float64).reshape(params.shape[0], -1)
+        labels = [""] * params.shape[1]
     else:
         try:
             params = np.loadtxt(path, ndmin=2, dtype=np.float64)

@@ -1,0 +1,428 @@
+"""``bayessky train KIND --data FILE --out DIR``: train a prior (glow, cglow, maf, vae, gan).
+
+Data:
+
+- CAMELS: ``--data Maps_HI_..._z=0.00.npy --params params_LH_....txt`` (or HIGlow's
+  ``Images_...npy`` + ``CAMELs_params.csv``): maps_per_sim maps per parameter row (15, inferred
+  from the row count), cut or downsampled to ``--size``.
+- plain maps: ``.npy``/``.npz``/FITS stack ``(n, H, W)``; conditioning values from ``--params``
+  (one row per map, ``.txt``/``.npy``) or, in an ``.npz``, from a ``params`` array or per-map
+  arrays such as ``omega_m`` and ``sigma_8`` (what ``bayessky simulate hi-toy`` writes).
+
+Preprocessing (HIGlow's): ``--transform log10,standardise`` (default ``auto``: log10 when every
+pixel is positive, then standardise), the standardisation fitted on the training split only and
+stored in the card. The split keeps whole simulations together (``--val-fraction``,
+``--test-fraction``). Conditional kinds (cglow, maf with parameters) receive the conditioning
+values in physical units; their training range is stored in the card.
+
+Outputs in ``--out``: ``weights.safetensors`` + ``card.json`` (load with
+``bayessky.load_prior(DIR)``), ``history.json``, and ``state.safetensors`` for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import CLIError
+
+__all__ = ["add_parser", "run"]
+
+_AUTO = "auto"
+
+
+def _kinds() -> list[str]:
+    from ..train.registry import NETWORKS
+
+    return list(NETWORKS)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a prior (glow, cglow, maf, vae, gan) on maps",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("kind", help=f"network kind: {', '.join(_kinds())}")
+    p.add_argument("--data", required=True, help="maps: CAMELS .npy, or .npy/.npz/FITS stack")
+    p.add_argument("--params", help="parameter table (CAMELS .txt / HIGlow .csv, or one row per map)")
+    p.add_argument("--key", help="array name of the maps inside an .npz")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--context", help="comma-separated parameter names to condition on "
+                   "(default: Omega_m,sigma_8 / omega_m,sigma_8 when present, else all)")
+    p.add_argument("--context-range", help="training range per context value, 'lo:hi,lo:hi' "
+                   "(default: the CAMELS LH box for CAMELS names, else the data's min/max)")
+    p.add_argument("--maps-per-sim", type=int, help="maps per parameter row (default: inferred)")
+    p.add_argument("--size", type=int, help="model map size in pixels (default: the data's)")
+    p.add_argument("--resize", choices=("cut", "downsample"), default="cut",
+                   help="how to reach --size: cut tiles (default) or block-mean downsampling")
+    p.add_argument("--transform", default=_AUTO, help="comma list of log10, signed_log, standardise, "
+                   "or none (default auto: log10 if all pixels > 0, then standardise)")
+    p.add_argument("--signed-log-sigma", type=float, default=1.0, help="sigma of signed_log (map units)")
+    g = p.add_argument_group("network (defaults: the class's own)")
+    g.add_argument("--levels", type=int, help="Glow squeeze levels")
+    g.add_argument("--steps", type=int, help="flow steps per level (Glow) / MADE transforms (MAF)")
+    g.add_argument("--hidden", type=int, help="hidden width (Glow coupling CNN, MAF layers)")
+    g.add_argument("--latent-dim", type=int, help="latent dimension (VAE, GAN)")
+    g.add_argument("--width", type=int, help="GAN generator/critic width")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=100)
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--lr", type=float, help="Adam learning rate (default 3e-4; GAN 1e-4)")
+    g.add_argument("--val-fraction", type=float, default=0.1, help="simulations held out for validation")
+    g.add_argument("--test-fraction", type=float, default=0.1, help="simulations held out for testing")
+    g.add_argument("--early-stopping", type=int, help="stop after N epochs without validation gain")
+    g.add_argument("--augment", default=_AUTO, help="comma list of flips, rot90, shifts, or none "
+                   "(default auto: all three, without shifts for cut tiles, which are not periodic)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default=_AUTO, help="cpu, cuda[:i] or auto (cuda when available)")
+    g.add_argument("--resume", action="store_true", help="continue from DIR/state.safetensors")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+# -- data ---------------------------------------------------------------------------------------------
+def _load(args) -> dict:
+    """maps (n, H, W) float, params (n, k) or None, names, sim_index (n,), layout info."""
+    from ..data.camels import cut_maps, downsample_maps, load_camels, load_params
+    from ..data.io import load_maps
+
+    data = args.data
+    if not os.path.exists(data):
+        raise CLIError(f"--data: no such file {data!r}")
+    info: dict = {"files": [os.path.basename(data)]}
+    if args.params is not None and not os.path.exists(args.params):
+        raise CLIError(f"--params: no such file {args.params!r}")
+
+    if args.params is not None and data.lower().endswith(".npy"):
+        # CAMELS layout (also one row per map): maps_per_sim maps share each parameter row
+        n_maps = np.load(data, mmap_mode="r", allow_pickle=False).shape[0]
+        rows = load_params(args.params)[0].shape[0]
+        per = args.maps_per_sim or (n_maps // rows if n_maps % rows == 0 else None)
+        if per is None:
+            raise CLIError(f"--params: {rows} rows do not divide the {n_maps} maps of --data")
+        d = load_camels(data, args.params, size=args.size, mode=args.resize, maps_per_sim=per)
+        info.update(files=[os.path.basename(data), os.path.basename(args.params)], layout="camels",
+                    maps_per_sim=per, n_sims=int(np.unique(d.sim_index).size))
+        cut = args.size is not None and args.resize == "cut" and (args.size, args.size) != \
+            tuple(np.load(data, mmap_mode="r", allow_pickle=False).shape[1:])
+        return {"maps": np.asarray(d.maps), "params": d.params, "names": list(d.names),
+                "sim": d.sim_index, "cut": cut, "info": info}
+
+    maps = load_maps(data, key=args.key, ndim=(2, 3), name="--data")
+    maps = maps[None] if maps.ndim == 2 else maps
+    params, names, sim = None, None, np.arange(maps.shape[0])
+    if data.lower().endswith(".npz"):
+        with np.load(data, allow_pickle=False) as z:
+            for k in ("family", "version", "generator_version"):
+                if k in z.files and z[k].ndim == 0:
+                    info["family" if k == "family" else "generator_version"] = z[k].item()
+            if "sim_index" in z.files:
+                sim = np.asarray(z["sim_index"]).reshape(-1)
+            if args.params is None:
+                if "params" in z.files:
+                    params = np.asarray(z["params"], dtype=np.float64)
+                    params = params[:, None] if params.ndim == 1 else params
+                    names = [str(s) for s in z["param_names"]] if "param_names" in z.files else None
+                else:
+                    cols = [k for k in z.files if k not in ("maps", args.key, "sim_index")
+                            and z[k].ndim == 1 and z[k].shape[0] == maps.shape[0] and z[k].dtype.kind == "f"]
+                    if cols:
+                        params = np.column_stack([z[k] for k in cols]).astype(np.float64)
+                        names = cols
+    if args.params is not None:
+        params = load_params(args.params)[0]
+        info["files"].append(os.path.basename(args.params))
+    if params is not None:
+        if params.shape[0] != maps.shape[0]:
+            raise CLIError(f"--params: {params.shape[0]} rows for {maps.shape[0]} maps")
+        if names is None or len(names) != params.shape[1]:
+            from ..data.camels import CAMELS_PARAM_NAMES
+
+            names = list(CAMELS_PARAM_NAMES[: params.shape[1]]) if params.shape[1] <= 6 else \
+                [f"p{j}" for j in range(params.shape[1])]
+    if sim.shape[0] != maps.shape[0]:
+        raise CLIError(f"--data: sim_index has {sim.shape[0]} entries for {maps.shape[0]} maps")
+    cut = False
+    if args.size is not None and args.size != maps.shape[-1]:
+        try:
+            if args.resize == "cut":
+                per = (maps.shape[-2] // args.size) * (maps.shape[-1] // args.size)
+                maps = cut_maps(maps, args.size)
+                sim = np.repeat(sim, per)
+                params = None if params is None else np.repeat(params, per, axis=0)
+                cut = True
+            else:
+                maps = downsample_maps(maps, args.size)
+        except ValueError as err:
+            raise CLIError(f"--size: {err}") from None
+    info.update(layout="maps", n_sims=int(np.unique(sim).size))
+    return {"maps": maps, "params": params, "names": names, "sim": sim, "cut": cut, "info": info}
+
+
+def _context_columns(args, names: list[str] | None, params, spec) -> tuple[list[int], list[str]]:
+    if spec.context == "none" or params is None:
+        if spec.context == "required":
+            raise CLIError(f"{args.kind}: a conditional network needs parameters (--params, or params / "
+                           "per-map arrays in the .npz)")
+        if args.context:
+            raise CLIError(f"--context: {args.kind} is unconditional" if spec.context == "none" else
+                           "--context: no parameters to condition on")
+        return [], []
+    if args.context:
+        wanted = [s.strip() for s in args.context.split(",") if s.strip()]
+    else:
+        lower = [n.lower() for n in names]
+        wanted = [names[lower.index(n)] for n in ("omega_m", "sigma_8") if n in lower]
+        if len(wanted) != 2:
+            wanted = list(names)
+    missing = [w for w in wanted if w not in names]
+    if missing:
+        raise CLIError(f"--context: unknown parameter(s) {missing} (available: {', '.join(names)})")
+    return [names.index(w) for w in wanted], wanted
+
+
+def _context_range(args, names: list[str], values: np.ndarray) -> tuple[list[float], list[float]]:
+    from ..data.camels import CAMELS_LH_RANGES
+
+    if args.context_range:
+        parts = [s for s in args.context_range.split(",") if s.strip()]
+        if len(parts) != len(names):
+            raise CLIError(f"--context-range: expected {len(names)} 'lo:hi' pairs for {names}, got "
+                           f"{args.context_range!r}")
+        try:
+            pairs = [tuple(float(v) for v in s.split(":")) for s in parts]
+        except ValueError:
+            raise CLIError(f"--context-range: expected numbers 'lo:hi', got {args.context_range!r}") from None
+        if any(len(p) != 2 or not p[0] < p[1] for p in pairs):
+            raise CLIError(f"--context-range: each entry must be 'lo:hi' with lo < hi, "
+                           f"got {args.context_range!r}")
+        lo, hi = [p[0] for p in pairs], [p[1] for p in pairs]
+        if (values.min(0) < np.array(lo)).any() or (values.max(0) > np.array(hi)).any():
+            raise CLIError("--context-range: the data's parameters fall outside the given range")
+        return lo, hi
+    low, high = [], []
+    for j, n in enumerate(names):
+        box = {k.lower(): v for k, v in CAMELS_LH_RANGES.items()}.get(n.lower())
+        col = values[:, j]
+        if box is not None and col.min() >= box[0] and col.max() <= box[1]:
+            lo, hi = box
+        else:
+            lo, hi = float(col.min()), float(col.max())
+            if lo == hi:
+                raise CLIError(f"--context: parameter {n!r} is constant ({lo}); nothing to condition on")
+        low.append(float(lo))
+        high.append(float(hi))
+    return low, high
+
+
+def _transform(args, train_maps: np.ndarray):
+    from ..data.transforms import (
+        Log10Transform,
+        SignedLogTransform,
+        StandardiseTransform,
+        compose,
+        parse_transform_names,
+    )
+
+    if args.transform == _AUTO:
+        names = (["log10"] if float(train_maps.min()) > 0 else []) + ["standardise"]
+    else:
+        try:
+            names = parse_transform_names(args.transform)
+        except ValueError as err:
+            raise CLIError(f"--transform: {err}") from None
+    parts = []
+    current = torch.as_tensor(train_maps, dtype=torch.float64)
+    for name in names:
+        if name == "log10":
+            if float(current.min()) <= 0:
+                n_bad = int((current <= 0).sum())
+                raise CLIError(f"--transform: log10 needs positive maps; {n_bad} training pixels are <= 0 "
+                               f"(min {float(current.min()):.6g})")
+            t = Log10Transform()
+        elif name == "signed_log":
+            t = SignedLogTransform(args.signed_log_sigma)
+        else:
+            t = StandardiseTransform.fit(current)
+        parts.append(t)
+        current = t(current)
+    return compose(*parts), names
+
+
+def _apply(transform, maps: np.ndarray) -> torch.Tensor:
+    out = torch.empty(maps.shape, dtype=torch.float32)
+    for i in range(0, maps.shape[0], 1024):
+        block = torch.as_tensor(np.asarray(maps[i:i + 1024]), dtype=torch.float64)
+        out[i:i + 1024] = transform(block).float()
+    return out
+
+
+def _architecture(args, cls, shape, context_dim, low, high, periodic) -> dict:
+    from ..train.registry import accepts
+
+    wanted = {"shape": list(shape)}
+    if context_dim:
+        wanted.update(context_dim=context_dim, context_low=low, context_high=high)
+    kind = args.kind
+    if kind == "maf":
+        wanted.update(transforms=args.steps, hidden=None if args.hidden is None else [args.hidden] * 2)
+    else:
+        wanted.update(levels=args.levels, steps=args.steps, hidden=args.hidden)
+    wanted.update(latent_dim=args.latent_dim, width=args.width)
+    arch = {}
+    for k, v in wanted.items():
+        if v is not None and accepts(cls, k):
+            arch[k] = v
+    if kind in ("glow", "cglow") and accepts(cls, "periodic"):
+        arch["periodic"] = periodic
+    given = {"--levels": args.levels, "--steps": args.steps, "--hidden": args.hidden,
+             "--latent-dim": args.latent_dim, "--width": args.width}
+    names = {"--levels": "levels", "--steps": "transforms" if kind == "maf" else "steps",
+             "--hidden": "hidden", "--latent-dim": "latent_dim", "--width": "width"}
+    for flag, v in given.items():
+        if v is not None and names[flag] not in arch:
+            raise CLIError(f"{flag}: not an option of {args.kind} ({getattr(cls, '__name__', cls)})")
+        if v is not None and v < 1:
+            raise CLIError(f"{flag}: expected a positive integer, got {v}")
+    return arch
+
+
+def _device(spec: str) -> torch.device:
+    if spec == _AUTO:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise CLIError(f"--device: expected cpu, cuda[:i] or auto, got {spec!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device: CUDA is not available on this machine")
+    return dev
+
+
+def _augment(args, cut: bool, square: bool):
+    from ..data.augment import Augment
+
+    if args.augment == _AUTO:
+        return Augment(flips=True, rot90="auto", shifts=not cut)
+    names = [s.strip() for s in args.augment.split(",") if s.strip()]
+    if names == ["none"]:
+        return None
+    bad = [n for n in names if n not in ("flips", "rot90", "shifts")]
+    if bad:
+        raise CLIError(f"--augment: unknown {bad} (known: flips, rot90, shifts, none)")
+    if "rot90" in names and not square:
+        raise CLIError("--augment: rot90 needs square maps")
+    return Augment(flips="flips" in names, rot90="rot90" in names, shifts="shifts" in names)
+
+
+# -- command ------------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    from ..data.camels import split_by_simulation
+    from ..train.card import validate_card
+    from ..train.checkpoint import CARD_FILE, write_json
+    from ..train.losses import physical_nll
+    from ..train.registry import build_network, network_class, network_spec
+
+    try:
+        spec = network_spec(args.kind)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    for flag, v in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+        if v < (0 if flag == "--epochs" else 1):
+            raise CLIError(f"{flag}: expected a {'non-negative' if flag == '--epochs' else 'positive'} "
+                           f"integer, got {v}")
+    fv, ft = args.val_fraction, args.test_fraction
+    if not (0 <= fv < 1 and 0 <= ft < 1 and fv + ft < 1):
+        raise CLIError(f"--val-fraction/--test-fraction: expected fractions in [0, 1) with a sum < 1, "
+                       f"got {fv} and {ft}")
+    if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
+        raise CLIError(f"--lr: expected a positive learning rate, got {args.lr}")
+    if args.size is not None and args.size < 1:
+        raise CLIError(f"--size: expected a positive integer, got {args.size}")
+    device = _device(args.device)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out: {str(out)!r} is a file")
+    if not args.resume and (out / "state.safetensors").exists():
+        raise CLIError(f"--out: {str(out)!r} holds a training run; pass --resume or choose another folder")
+
+    d = _load(args)
+    maps, params, sim = d["maps"], d["params"], d["sim"]
+    cols, ctx_names = _context_columns(args, d["names"], params, spec)
+    train_idx, val_idx, test_idx = split_by_simulation(sim, (1 - fv - ft, fv, ft), seed=args.seed)
+    if train_idx.size == 0:
+        raise CLIError("--data: no simulations left for training")
+    train_sims = np.unique(sim[train_idx])
+    transform, tnames = _transform(args, maps[train_idx])
+    y = _apply(transform, maps)[:, None]  # (n, 1, H, W)
+    shape = tuple(y.shape[1:])
+
+    context = low = high = None
+    if cols:
+        values = params[:, cols]
+        low, high = _context_range(args, ctx_names, values)
+        context = torch.as_tensor(values, dtype=torch.float32)
+    try:
+        cls = network_class(args.kind)
+    except ImportError as err:
+        raise CLIError(str(err)) from None
+    arch = _architecture(args, cls, shape, len(cols), low, high, periodic=not d["cut"])
+    torch.manual_seed(args.seed)  # network initialisation
+    net = build_network(args.kind, arch).to(device)
+    arch = dict(getattr(net, "architecture", None) or arch)
+
+    def part(idx):
+        if idx.size == 0:
+            return None
+        return (y[idx], None if context is None else context[idx])
+
+    card = {
+        "kind": args.kind, "architecture": arch, "transform": transform.to_config(),
+        "context": None if not cols else {"names": ctx_names, "low": low, "high": high},
+        "data": {**d["info"], "map_shape": list(shape), "size": args.size,
+                 "resize": args.resize if args.size else None, "transform_names": tnames,
+                 "n_test": int(test_idx.size),
+                 "split": {"by": "simulation", "seed": args.seed, "fractions": [1 - fv - ft, fv, ft],
+                           "train_sims": train_sims.tolist(), "val_sims": np.unique(sim[val_idx]).tolist(),
+                           "test_sims": np.unique(sim[test_idx]).tolist()}},
+    }
+    augment = _augment(args, d["cut"], shape[-1] == shape[-2])
+    progress = not args.no_progress
+    print(f"bayessky train: {args.kind} on {len(train_idx)} maps ({train_sims.size} simulations) of shape "
+          f"{shape}, {len(val_idx)} val / {len(test_idx)} test, {sum(p.numel() for p in net.parameters())} "
+          f"parameters, device {device}", file=sys.stderr)
+    if spec.objective == "wgan-gp":
+        from ..train.gan import GANConfig, fit_wgan_gp
+
+        cfg = GANConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 1e-4, seed=args.seed,
+                        progress=progress)
+        val = part(val_idx)
+        result = fit_wgan_gp(net, y[train_idx], None if val is None else val[0], config=cfg, augment=augment,
+                             out=out, resume=args.resume, card=card, device=device)
+    else:
+        from ..train.loop import TrainConfig, fit
+
+        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 3e-4,
+                          early_stopping=args.early_stopping, seed=args.seed, progress=progress)
+        result = fit(net, part(train_idx), part(val_idx), objective=spec.objective, config=cfg,
+                     augment=augment, out=out, resume=args.resume, card=card, test=part(test_idx),
+                     device=device)
+        # NLL of the physical maps: subtract the transform's log-Jacobian (see train.losses)
+        card_out = dict(result.card)
+        metrics = dict(card_out["metrics"])
+        for prefix, idx in (("val", val_idx), ("test", test_idx)):
+            key = f"{prefix}_nll_per_map"
+            if key in metrics and idx.size:
+                raw = torch.as_tensor(np.asarray(maps[idx]), dtype=torch.float64)
+                metrics[f"{prefix}_nll_physical_per_map"] = physical_nll(metrics[key], transform, raw)
+        card_out["metrics"] = metrics
+        write_json(out / CARD_FILE, validate_card(card_out))
+        result = result._replace(card=card_out)
+    shown = {k: v for k, v in (result.card or {}).get("metrics", {}).items() if isinstance(v, float)}
+    print(f"bayessky train: wrote {out / 'weights.safetensors'} and {out / CARD_FILE}; "
+          + ", ".join(f"{k} = {v:.5g}" for k, v in shown.items()), file=sys.stderr)
+    return 0

@@ -1,0 +1,316 @@
+"""The generic trainer for likelihood-trained networks (flows: NLL, VAE: negative ELBO).
+
+One loop for every kind: Adam, ``ReduceLROnPlateau`` on the validation loss (HIGlow: factor
+0.8, patience 10, floor 1e-5), gradient-norm clipping (2.0), an augmentation hook, early
+stopping, a tqdm bar, a training state written atomically after every epoch, exact resume, and
+at the end the prior folder (``weights.safetensors`` + ``card.json`` with held-out metrics).
+
+Output folder ``out``::
+
+    out/state.safetensors    training state after the last finished epoch (resume reads it)
+    out/history.json         per-epoch losses and learning rates
+    out/weights.safetensors  the trained (best-validation) network   } written at the end,
+    out/card.json            its model card                          } when a card is given
+
+Resume is exact: the state holds model, best model, Adam moments and step counts, scheduler
+fields, early-stopping counters and every random state (torch CPU/CUDA, numpy, python and the
+trainer's own shuffling and augmentation generators), so an interrupted run continued with
+``resume=True`` produces the same weights as an uninterrupted one (same device, same threads).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from ._common import (
+    as_map_data,
+    capture_rng,
+    clone_state,
+    hardware,
+    model_device_dtype,
+    progress_bar,
+    restore_rng,
+)
+from .checkpoint import _match, load_state, save_checkpoint, save_state, write_json
+from .losses import Objective, bits_per_pixel, objective_for
+
+__all__ = ["TrainConfig", "TrainResult", "fit", "evaluate", "STATE_FILE"]
+
+STATE_FILE = "state.safetensors"
+STATE_FORMAT = "bayessky-train-state-v1"
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :func:`fit` (defaults: HIGlow's, ANCHORS.md section 1).
+
+    Arguments:
+        epochs: total epochs (a resumed run continues up to this number).
+        batch_size: maps per step; the last partial batch of an epoch is used too.
+        lr, betas, weight_decay: Adam.
+        grad_clip: max global gradient norm (None: no clipping).
+        lr_factor, lr_patience, min_lr: ``ReduceLROnPlateau`` on the monitored loss.
+        early_stopping: stop after this many epochs without improvement (None: never).
+        eval_batch_size: maps per forward pass when evaluating.
+        seed: seeds shuffling, augmentation and the evaluation noise (VAE).
+        progress: show a tqdm bar on stderr.
+        restore_best: end with the weights of the best monitored epoch.
+    """
+
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float | None = 2.0
+    lr_factor: float = 0.8
+    lr_patience: int = 10
+    min_lr: float = 1e-5
+    early_stopping: int | None = None
+    eval_batch_size: int = 256
+    seed: int = 0
+    progress: bool = True
+    restore_best: bool = True
+
+    def __post_init__(self):
+        for key in ("epochs", "batch_size", "lr_patience", "eval_batch_size"):
+            v = getattr(self, key)
+            if int(v) != v or v < (0 if key in ("epochs", "lr_patience") else 1):
+                raise ValueError(f"{key}: expected a {'non-negative' if key == 'epochs' else 'positive'} "
+                                 f"integer, got {v!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr: expected a positive learning rate, got {self.lr!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip: expected a positive norm or None, got {self.grad_clip!r}")
+        if not 0 < self.lr_factor < 1:
+            raise ValueError(f"lr_factor: expected a number in (0, 1), got {self.lr_factor!r}")
+        if self.early_stopping is not None and self.early_stopping < 1:
+            raise ValueError(f"early_stopping: expected a positive patience or None, "
+                             f"got {self.early_stopping!r}")
+        self.betas = tuple(float(b) for b in self.betas)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+class TrainResult(NamedTuple):
+    """What :func:`fit` returns."""
+
+    model: torch.nn.Module
+    history: list[dict]
+    metrics: dict
+    card: dict | None
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data, objective: str | Objective = "nll", *, batch_size: int = 256,
+             seed: int | None = 0, device=None) -> float:
+    """Mean per-map loss (nats) over ``data`` in eval mode; stochastic objectives use ``seed``.
+
+    The evaluation runs inside ``torch.random.fork_rng`` so it leaves the training RNG untouched
+    and gives the same number for the same weights (useful for plateau and early stopping).
+    """
+    objective = objective_for(objective)
+    data = as_map_data(data, "data")
+    dev, dtype = model_device_dtype(model, device)
+    was = model.training
+    model.eval()
+    total = 0.0
+    devices = []
+    if dev.type == "cuda":
+        devices = [dev.index if dev.index is not None else torch.cuda.current_device()]
+    try:
+        with torch.random.fork_rng(devices=devices):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for i in range(0, len(data), batch_size):
+                x = data.maps[i:i + batch_size].to(device=dev, dtype=dtype)
+                c = data.context
+                c = None if c is None else c[i:i + batch_size].to(device=dev, dtype=dtype)
+                total += float(objective(model, x, c).to(torch.float64).sum())
+    finally:
+        model.train(was)
+    return total / len(data)
+
+
+def _split_metrics(prefix: str, name: str, value: float, n_pix: int) -> dict:
+    return {f"{prefix}_{name}_per_map": value, f"{prefix}_{name}_per_pixel": value / n_pix,
+            f"{prefix}_bits_per_pixel": bits_per_pixel(value, n_pix)}
+
+
+def fit(
+    model: torch.nn.Module,
+    train,
+    val=None,
+    *,
+    objective: str | Objective = "nll",
+    config: TrainConfig | None = None,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    out=None,
+    resume: bool = False,
+    card: Mapping | None = None,
+    test=None,
+    device=None,
+    callback: Callable[[int, dict], bool | None] | None = None,
+) -> TrainResult:
+    """Train ``model`` by minimising ``objective`` on ``train``; monitor ``val``.
+
+    Arguments:
+        model: a network with ``log_prob(x[, context])`` (objective ``"nll"``) or ``elbo(x)``
+            (``"elbo"``), already on its device.
+        train: maps ``(N, C, H, W)`` in network space, or ``(maps, context)`` with context (N, d).
+        val: held-out data of the same form (monitors the scheduler, early stopping, best model);
+            without it the training loss is monitored.
+        objective: ``"nll"``, ``"elbo"`` or an :class:`~bayessky.train.losses.Objective`.
+        config: :class:`TrainConfig`.
+        augment: ``augment(x, generator) -> x`` applied to each training batch (e.g.
+            :class:`bayessky.data.Augment`), drawing from the trainer's seeded generator.
+        out: output folder (state every epoch; prior + card at the end when ``card`` is given).
+        resume: continue from ``out/state.safetensors`` if it exists.
+        card: partial model card (at least ``kind``, ``architecture``; ``transform``,
+            ``context``, ``data``); the trainer adds ``training`` and ``metrics``.
+        test: optional second held-out set, reported as ``test_*`` metrics.
+        device: where batches go (default: the model's device).
+        callback: ``callback(epoch, record)`` after each epoch's checkpoint; return True to stop.
+
+    Returns:
+        :class:`TrainResult` ``(model, history, metrics, card)``.
+    """
+    cfg = config or TrainConfig()
+    objective = objective_for(objective)
+    train = as_map_data(train, "train")
+    val = as_map_data(val, "val")
+    test = as_map_data(test, "test")
+    dev, dtype = model_device_dtype(model, device)
+    n_pix = int(train.maps[0].numel())
+    for nm, d in (("val", val), ("test", test)):
+        if d is not None and tuple(d.maps.shape[1:]) != tuple(train.maps.shape[1:]):
+            raise ValueError(f"{nm}: maps of shape {tuple(d.maps.shape[1:])} differ from the training maps "
+                             f"{tuple(train.maps.shape[1:])}")
+    out = Path(out) if out is not None else None
+    state_path = out / STATE_FILE if out is not None else None
+
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor,
+                                                       patience=cfg.lr_patience, min_lr=cfg.min_lr)
+    gens = {"shuffle": torch.Generator().manual_seed(cfg.seed),
+            "augment": torch.Generator().manual_seed(cfg.seed + 1)}
+    epoch, history, best_value, best_epoch, bad, best_state, elapsed = 0, [], math.inf, 0, 0, None, 0.0
+    arch = dict(card.get("architecture", {})) if card else None
+
+    if resume and state_path is not None and state_path.exists():
+        st = load_state(state_path, "state")
+        if st.get("format") != STATE_FORMAT:
+            raise ValueError(f"resume: {str(state_path)!r} is not a {STATE_FORMAT} file")
+        if card is not None and (st.get("kind") != card.get("kind") or st.get("architecture") != arch):
+            raise ValueError(f"resume: {str(state_path)!r} was written for kind {st.get('kind')!r} with "
+                             "another architecture; use a new --out or the same settings")
+        _match(model, st["model"], st.get("kind") or "given", str(state_path))
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        restore_rng(st["rng"], gens)
+        epoch, history = int(st["epoch"]), list(st["history"])
+        best_value, best_epoch = float(st["best_value"]), int(st["best_epoch"])
+        bad, best_state, elapsed = int(st["bad_epochs"]), st["best_model"], float(st["time_s"])
+
+    n = len(train)
+    bar = progress_bar(cfg.epochs, min(epoch, cfg.epochs), cfg.progress, f"train {objective.name}")
+    stop = cfg.early_stopping is not None and bad >= cfg.early_stopping
+    try:
+        while epoch < cfg.epochs and not stop:
+            t0 = time.perf_counter()
+            model.train()
+            perm = torch.randperm(n, generator=gens["shuffle"])
+            total = 0.0
+            for b in range(0, n, cfg.batch_size):
+                idx = perm[b:b + cfg.batch_size]
+                x = train.maps[idx].to(device=dev, dtype=dtype)
+                c = None if train.context is None else train.context[idx].to(device=dev, dtype=dtype)
+                if augment is not None:
+                    x = augment(x, gens["augment"])
+                per_map = objective(model, x, c)
+                loss = per_map.mean() / n_pix
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"training diverged at epoch {epoch + 1}, batch "
+                                             f"{b // cfg.batch_size + 1} (loss {float(loss)}); lower lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                total += float(per_map.detach().to(torch.float64).sum())
+            epoch += 1
+            record = {"epoch": epoch, f"train_{objective.name}_per_map": total / n,
+                      "lr": opt.param_groups[0]["lr"]}
+            monitor = total / n
+            if val is not None:
+                monitor = evaluate(model, val, objective, batch_size=cfg.eval_batch_size,
+                                   seed=cfg.seed + 2, device=dev)
+                record[f"val_{objective.name}_per_map"] = monitor
+            if not math.isfinite(monitor):
+                raise FloatingPointError(f"monitored loss is {monitor} at epoch {epoch}; lower lr")
+            sched.step(monitor)
+            if monitor < best_value:
+                best_value, best_epoch, bad = monitor, epoch, 0
+                best_state = clone_state(model) if cfg.restore_best else None
+            else:
+                bad += 1
+            elapsed += time.perf_counter() - t0
+            record["time_s"] = elapsed
+            history.append(record)
+            stop = cfg.early_stopping is not None and bad >= cfg.early_stopping
+            if state_path is not None:
+                save_state(state_path, {
+                    "format": STATE_FORMAT, "kind": card.get("kind") if card else None, "architecture": arch,
+                    "epoch": epoch, "model": model.state_dict(), "best_model": best_state,
+                    "best_value": best_value, "best_epoch": best_epoch, "bad_epochs": bad,
+                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "rng": capture_rng(gens), "history": history, "time_s": elapsed,
+                    "config": cfg.to_dict(),
+                })
+                write_json(out / "history.json", history)
+            bar.update(1)
+            bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in record.items()
+                             if k not in ("epoch", "time_s")})
+            if callback is not None and callback(epoch, record):
+                break
+    finally:
+        bar.close()
+
+    if cfg.restore_best and best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    metrics: dict = {"n_pix": n_pix, "best_epoch": best_epoch}
+    for prefix, data in (("val", val), ("test", test)):
+        if data is not None:
+            value = evaluate(model, data, objective, batch_size=cfg.eval_batch_size, seed=cfg.seed + 2,
+                             device=dev)
+            metrics.update(_split_metrics(prefix, objective.name, value, n_pix))
+            metrics[f"n_{prefix}"] = len(data)
+    full_card = None
+    if out is not None and card is not None:
+        training = {**cfg.to_dict(), "optimizer": "Adam", "scheduler": "ReduceLROnPlateau",
+                    "objective": f"{objective!r} per pixel", "epochs_run": epoch,
+                    "stopped_early": bool(stop), "final_lr": opt.param_groups[0]["lr"], "time_s": elapsed,
+                    "hardware": hardware(dev), "augment": getattr(augment, "to_config", lambda: None)()
+                    if augment is not None else None, **dict(card.get("training") or {})}
+        data_info = {"n_train": n, **({"n_val": len(val)} if val is not None else {}),
+                     **dict(card.get("data") or {})}
+        full = {**dict(card), "training": training, "data": data_info,
+                "metrics": {**metrics, **dict(card.get("metrics") or {})}}
+        save_checkpoint(out, model, full)
+        from .checkpoint import read_card
+
+        full_card = read_card(out)
+    return TrainResult(model, history, metrics, full_card)
