@@ -212,7 +212,7 @@ def disc_mask(
     """
     ny, nx = _shape_of(grid)
     centres = np.asarray(centres, dtype=float).reshape(-1, 2)
-    radii = np.broadcast_to(np.asarray(radii, dtype=float), (len(centres),))
+    radii = np.broadcast_to(np.asarray(radii, dtype=float), (len(centres),)).copy()
     check_positive(radii, "radii", strict=False)
     yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
     keep = np.ones((ny, nx), dtype=bool)
