@@ -133,7 +133,7 @@ def run_script(module, data, *, engine: str, options: dict, engine_options: dict
         if not grid:
             raise CLIError("--engine grid: the script defines no 'grid' of parameter axes")
         num_samples = eopts.pop("num_samples", 2000)
-        post = fn(module.model, t, grid=grid, seed=seed, **eopts, **kwargs)
+        post = fn(module.model, t, grid=grid, **eopts, **kwargs)
         return post, post.to_inference_data(num_samples, seed=seed)
     if engine == "svi" and getattr(module, "guide", None) is not None and "guide" not in eopts:
         eopts["guide"] = module.guide
