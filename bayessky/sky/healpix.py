@@ -371,5 +371,11 @@ def synfast(
     cl = np.asarray(cl, dtype=float)
     lmax = min(cl.size - 1, 3 * nside - 1) if lmax is None else int(lmax)
     alm = synalm(cl, lmax, seed)
-    m = hp.alm2map(alm, nside, lmax=lmax, pixwin=pixwin, fwhm=math.radians(fwhm_arcmin / 60.0), pol=False)
+    if pixwin:
+        try:
+            window = hp.pixwin(nside, lmax=lmax)
+        except Exception as err:  # healpy downloads its window files on first use
+            raise RuntimeError(f"pixwin: healpy could not load the Nside {nside} window ({err})") from err
+        alm = hp.almxfl(alm, window)
+    m = hp.alm2map(alm, nside, lmax=lmax, fwhm=math.radians(fwhm_arcmin / 60.0), pol=False)
     return hp.reorder(m, r2n=True) if nest else m
