@@ -110,8 +110,8 @@ def test_convolve_broadcasts_per_channel_transfers_and_keeps_dtype():
 
 def test_disc_mask_matches_brute_force_periodic_distances():
     ny, nx = 18, 23
-    centres = [(2.0, 3.0), (10.5, 21.2)]
-    radii = [3.0, 4.5]
+    centres = [(2.0, 3.0), (10.5, 21.2), (9.0, 8.0)]
+    radii = [3.0, 4.5, 9.5]  # the last disc's box is larger than the map along y
     m = disc_mask((ny, nx), centres, radii).numpy()
     ref = np.ones((ny, nx))
     for i in range(ny):
@@ -122,6 +122,13 @@ def test_disc_mask_matches_brute_force_periodic_distances():
                 if dy * dy + dx * dx <= r * r:
                     ref[i, j] = 0.0
     np.testing.assert_array_equal(m, ref)
+    # Without wrapping: plain Euclidean distances, discs clipped at the edges.
+    flat = disc_mask((ny, nx), centres, radii, periodic=False).numpy()
+    yy, xx = np.mgrid[:ny, :nx]
+    ref = np.ones((ny, nx))
+    for (cy, cx), r in zip(centres, radii):
+        ref[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 0.0
+    np.testing.assert_array_equal(flat, ref)
 
 
 def test_point_source_mask_fraction_radius_and_seed():

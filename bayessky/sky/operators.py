@@ -214,15 +214,22 @@ def disc_mask(
     centres = np.asarray(centres, dtype=float).reshape(-1, 2)
     radii = np.broadcast_to(np.asarray(radii, dtype=float), (len(centres),)).copy()
     check_positive(radii, "radii", strict=False)
-    yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
     keep = np.ones((ny, nx), dtype=bool)
     for (cy, cx), r in zip(centres, radii):
-        dy, dx = yy - cy, xx - cx
-        if periodic:
-            dy = (dy + ny / 2) % ny - ny / 2
-            dx = (dx + nx / 2) % nx - nx / 2
-        keep &= dy * dy + dx * dx > r * r
+        keep.flat[_disc_pixels((ny, nx), cy, cx, r, periodic)] = False
     return torch.as_tensor(keep, device=device, dtype=dtype or torch.get_default_dtype())
+
+
+def _disc_pixels(shape, cy, cx, r, periodic):
+    """Flat indices of pixels whose centre lies within r of (cy, cx): work ~ r^2, not the map size."""
+    ny, nx = shape
+    i = np.arange(math.floor(cy - r), math.ceil(cy + r) + 1)
+    j = np.arange(math.floor(cx - r), math.ceil(cx + r) + 1)
+    if not periodic:
+        i, j = i[(i >= 0) & (i < ny)], j[(j >= 0) & (j < nx)]
+    # Unwrapped offsets: any periodic image within r counts, as with minimum-image distances.
+    ii, jj = np.nonzero((i[:, None] - cy) ** 2 + (j[None, :] - cx) ** 2 <= r * r)
+    return np.unique((i[ii] % ny) * nx + j[jj] % nx)
 
 
 def point_source_mask(
@@ -272,11 +279,14 @@ def point_source_mask(
         c, rad = draw(int(n_sources))
         return disc_mask((ny, nx), c, rad, periodic=periodic, device=device, dtype=dtype)
     check_range(fraction, "fraction", 0.0, 0.95)
-    mask = torch.ones((ny, nx), dtype=torch.float64)
-    while 1.0 - float(mask.mean()) < fraction:
-        c, rad = draw(1)
-        mask = mask * disc_mask((ny, nx), c, rad, periodic=periodic, dtype=torch.float64)
-    return mask.to(device=device, dtype=dtype or torch.get_default_dtype())
+    keep = np.ones((ny, nx), dtype=bool)
+    masked = 0
+    while masked < fraction * ny * nx:
+        (c,), (rad,) = draw(1)
+        idx = _disc_pixels((ny, nx), c[0], c[1], rad, periodic)
+        masked += int(keep.flat[idx].sum())
+        keep.flat[idx] = False
+    return torch.as_tensor(keep, device=device, dtype=dtype or torch.get_default_dtype())
 
 
 def strip_mask(

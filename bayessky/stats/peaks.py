@@ -139,7 +139,8 @@ def radial_profile(image, centre: tuple[float, float] | None = None, bin_width: 
 
     Returns:
         ``(r, profile)``: mean distance of the pixels in each bin (nbins,) and the mean value
-        (..., nbins); numpy or torch like ``image``.
+        (..., nbins); numpy or torch like ``image``. Empty bins (the first one of an even-sized
+        image centred between pixels) give NaN.
     """
     u, is_numpy = to_tensor(image, "image")
     ny, nx = u.shape[-2:]
