@@ -62,13 +62,13 @@ def random_shift(x: torch.Tensor, generator: torch.Generator | None = None) -> t
     b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
     dy = _draw_int(h, b, generator, x.device)
     dx = _draw_int(w, b, generator, x.device)
-    # out[b, i, j] = x[b, (i - dy_b) % H, (j - dx_b) % W], the same as torch.roll(x[b], (dy, dx))
+    # out[b, i, j] = x[b, (i - dy_b) % H, (j - dx_b) % W], the same as torch.roll(x[b], (dy, dx));
+    # one gather on flattened pixels (advanced indexing is far slower on busy CPUs)
     rows = (torch.arange(h, device=x.device)[None, :] - dy[:, None]) % h  # (B, H)
     cols = (torch.arange(w, device=x.device)[None, :] - dx[:, None]) % w  # (B, W)
-    flat = x.reshape(b, -1, h, w)
-    idx_b = torch.arange(b, device=x.device)[:, None, None, None]
-    idx_c = torch.arange(flat.shape[1], device=x.device)[None, :, None, None]
-    out = flat[idx_b, idx_c, rows[:, None, :, None], cols[:, None, None, :]]
+    flat = x.reshape(b, -1, h * w)
+    idx = (rows[:, :, None] * w + cols[:, None, :]).reshape(b, 1, h * w).expand(flat.shape)
+    out = torch.gather(flat, 2, idx)
     return out.reshape(x.shape)
 
 

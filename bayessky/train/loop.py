@@ -235,15 +235,17 @@ def fit(
             total = 0.0
             for b in range(0, n, cfg.batch_size):
                 idx = perm[b:b + cfg.batch_size]
-                x = train.maps[idx].to(device=dev, dtype=dtype)
-                c = None if train.context is None else train.context[idx].to(device=dev, dtype=dtype)
+                x = train.maps.index_select(0, idx).to(device=dev, dtype=dtype)
+                c = train.context
+                c = None if c is None else c.index_select(0, idx).to(device=dev, dtype=dtype)
                 if augment is not None:
                     x = augment(x, gens["augment"])
                 per_map = objective(model, x, c)
                 loss = per_map.mean() / n_pix
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"training diverged at epoch {epoch + 1}, batch "
-                                             f"{b // cfg.batch_size + 1} (loss {float(loss)}); lower lr")
+                                             f"{b // cfg.batch_size + 1} (loss {float(loss.detach())}); "
+                                             "lower lr")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip is not None:
