@@ -165,26 +165,31 @@ def remap(f: torch.Tensor, d: torch.Tensor, geometry: FlatGeometry, *, oversampl
     # kept separate from the small displacement so float32 keeps full precision in the offset.
     u = d * (s / geometry.dx)
     ux, uy = u[..., 0, :, :], u[..., 1, :, :]
-    fx, fy = torch.floor(ux), torch.floor(uy)
+    with torch.no_grad():
+        fx, fy = torch.floor(ux), torch.floor(uy)
+        # Wrap the base node into the grid once (float arithmetic: integer remainder is slow on
+        # CPU); the 4 x 4 stencil then reads a copy of the coefficients padded by 1 before and 2
+        # after on each axis, so no per-tap wrapping is needed.
+        gy = torch.arange(ny, device=f.device, dtype=dtype)[:, None] * s + fy
+        gx = torch.arange(nx, device=f.device, dtype=dtype)[None, :] * s + fx
+        gy = (gy - big_y * torch.floor(gy / big_y)).long().clamp_(0, big_y - 1)
+        gx = (gx - big_x * torch.floor(gx / big_x)).long().clamp_(0, big_x - 1)
+        base = (gy * (big_x + 3) + gx).reshape(*gx.shape[:-2], ny * nx)
     tx, ty = ux - fx, uy - fy
-    iy = torch.arange(ny, device=f.device).mul_(s)[:, None]
-    ix = torch.arange(nx, device=f.device).mul_(s)[None, :]
-    i0y = fy.long() + iy
-    i0x = fx.long() + ix
     wy, wx = _bspline_weights(ty), _bspline_weights(tx)
+    wx = torch.stack(wx, dim=-3).reshape(*tx.shape[:-2], 4, ny * nx)
 
+    coef = torch.cat([coef[..., -1:, :], coef, coef[..., :2, :]], dim=-2)
+    coef = torch.cat([coef[..., -1:], coef, coef[..., :2]], dim=-1)
     batch = torch.broadcast_shapes(f.shape[:-2], d.shape[:-3])
-    flat = coef.reshape(*coef.shape[:-2], big_y * big_x).expand(*batch, big_y * big_x)
+    flat = coef.reshape(*coef.shape[:-2], (big_y + 3) * (big_x + 3)).expand(*batch, -1)
+    taps = torch.arange(4, device=f.device)[:, None]
     out = None
-    for a in range(4):
-        rows = torch.remainder(i0y + (a - 1), big_y) * big_x
-        acc = None
-        for b in range(4):
-            idx = (rows + torch.remainder(i0x + (b - 1), big_x)).reshape(*i0x.shape[:-2], ny * nx)
-            vals = torch.gather(flat, -1, idx.expand(*batch, ny * nx)).reshape(*batch, ny, nx)
-            term = wx[b] * vals
-            acc = term if acc is None else acc + term
-        term = wy[a] * acc
+    for a in range(4):  # one row of the stencil at a time: 4 x batch x npix values in memory
+        idx = (base[..., None, :] + (a * (big_x + 3)) + taps).reshape(*base.shape[:-1], 4 * ny * nx)
+        vals = torch.gather(flat, -1, idx.expand(*batch, -1)).reshape(*batch, 4, ny * nx)
+        row = (vals * wx).sum(dim=-2).reshape(*batch, ny, nx)
+        term = wy[a] * row
         out = term if out is None else out + term
     return out
 

@@ -64,8 +64,8 @@ class CMBSpectra(Mapping):
         >>> s = cmb_spectra()
         >>> int(s.ell[-1]), s["TT"].shape
         (6000, (6001,))
-        >>> 5000 < s.D("TT")[220] < 6500      # first acoustic peak, uK^2
-        True
+        >>> round(float(s.D("TT")[220]))      # first acoustic peak, uK^2
+        5741
     """
 
     ell: np.ndarray
