@@ -57,8 +57,6 @@ def test_integer_bins_cover_every_mode_but_the_mean():
     assert int(counts.sum()) == g.npix - 1  # only k = 0 is left out
 
 
-@pytest.mark.xfail(strict=True, reason="geometry.py: the (1 + 1e-9) top-edge margin is below float32 "
-                   "resolution, so float32 maps lose the corner modes of the grid")
 def test_integer_bins_cover_every_mode_float32():
     g = FlatGeometry((20, 26), 1.5)
     _, _, counts = g.power_spectrum(torch.zeros(20, 26, dtype=torch.float32), bins=7)

@@ -220,9 +220,9 @@ class FlatGeometry:
 
         Returns ``(k_centres, power, counts)`` with ``power`` of shape (..., nbins): C_ell in
         map-units^2 sr (sky) or P(k) in (Mpc/h)^2 (box); with ``per_mode=True`` the per-mode S(k)
-        instead. ``bins`` is a number of linear bins between k_fundamental and the corner of the
-        grid, or explicit bin edges. Empty bins give NaN. ``k_centres`` is the mean |k| of the
-        modes in each bin.
+        instead. ``bins`` is a number of linear bins from k_fundamental / 2 (so only k = 0 is
+        left out) to the corner of the grid, or explicit bin edges. Empty bins give NaN.
+        ``k_centres`` is the mean |k| of the modes in each bin.
         """
         maps = check_map(maps, "maps", shape=self.shape)
         dtype = maps.dtype if maps.is_floating_point() else torch.get_default_dtype()
@@ -238,7 +238,8 @@ class FlatGeometry:
             p2d = p2d * self.pixel_area
         k = self.k_grid(device=maps.device, dtype=dtype)
         if isinstance(bins, (int, np.integer)):
-            edges = torch.linspace(self.k_fundamental * 0.5, float(k.max()) * (1 + 1e-9),
+            # half a fundamental beyond the grid corner: a relative margin would vanish in float32
+            edges = torch.linspace(self.k_fundamental * 0.5, float(k.max()) + 0.5 * self.k_fundamental,
                                    int(bins) + 1, dtype=dtype, device=maps.device)
         else:
             edges = torch.as_tensor(np.asarray(bins, dtype=float), dtype=dtype, device=maps.device)
