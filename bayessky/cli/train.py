@@ -85,7 +85,21 @@ def add_parser(sub) -> None:
 
 
 # -- data ---------------------------------------------------------------------------------------------
+_FLAGS = {"maps": "--data", "params": "--params", "size": "--size", "mode": "--resize", "data": "--data",
+          "maps_per_sim": "--maps-per-sim"}
+
+
 def _load(args) -> dict:
+    """:func:`_read` with the loaders' argument names turned into command-line flags."""
+    try:
+        return _read(args)
+    except (ValueError, FileNotFoundError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        head, sep, rest = msg.partition(": ")
+        raise CLIError(f"{_FLAGS[head]}: {rest}" if sep and head in _FLAGS else msg) from None
+
+
+def _read(args) -> dict:
     """maps (n, H, W) float, params (n, k) or None, names, sim_index (n,), layout info."""
     from ..data.camels import cut_maps, downsample_maps, load_camels, load_params
     from ..data.io import load_maps
@@ -256,7 +270,7 @@ def _transform(args, train_maps: np.ndarray):
 def _apply(transform, maps: np.ndarray) -> torch.Tensor:
     out = torch.empty(maps.shape, dtype=torch.float32)
     for i in range(0, maps.shape[0], 1024):
-        block = torch.as_tensor(np.asarray(maps[i:i + 1024]), dtype=torch.float64)
+        block = torch.from_numpy(np.array(maps[i:i + 1024], dtype=np.float64))  # copy: memmaps are read-only
         out[i:i + 1024] = transform(block).float()
     return out
 
