@@ -236,3 +236,12 @@ def test_prior_and_validation():
     g = torch.as_tensor(np.log10(maps[0]) - 8)
     ref = [ref_loglike(g.numpy(), ref_spectrum(8, a, 0.8)) for a in (0.3, 0.4)]
     assert np.allclose(d.log_prob(g).numpy(), ref)
+
+
+def test_log_likelihood_scalar_parameters_one_map_is_a_scalar():
+    # one map, scalar parameters (a NUTS step) -> a 0-d result equal to the (1,)-parameter grid case
+    m = hi_toy.sample(1, 0.3, 0.8, size=8, seed=5)[0]
+    one = hi_toy.log_likelihood(m, 0.3, 0.8)
+    grid = hi_toy.log_likelihood(m, np.array([0.3]), np.array([0.8]))
+    assert np.shape(one) == () and grid.shape == (1,)
+    np.testing.assert_allclose(one, grid[0], rtol=1e-12)

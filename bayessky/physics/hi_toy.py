@@ -254,7 +254,7 @@ def log_likelihood(maps, omega_m, sigma_8, box: float = BOX, paired: bool = Fals
         # grid x maps by one matrix product: no Bp x Bm x N^2 intermediate
         quad = (1.0 / s).reshape(-1, power.shape[-2] * power.shape[-1]) @ power.reshape(
             -1, power.shape[-2] * power.shape[-1]).T
-        out = (-0.5 * quad - 0.5 * logdet.reshape(-1, 1) - const).reshape(*bp, *bm)
+        out = (-0.5 * quad - 0.5 * logdet.reshape(-1, 1) - const).reshape(tuple(bp) + tuple(bm))
     return out if as_torch else out.numpy()
 
 
