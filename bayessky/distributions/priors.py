@@ -35,8 +35,9 @@ def _context_info(card: Mapping | None, net) -> tuple[list[str] | None, list | N
     dim, low, high = net_context(net)
     ctx = (card or {}).get("context") or {}
     names = ctx.get("names")
-    low = ctx.get("low", low) if low is None else low
-    high = ctx.get("high", high) if high is None else high
+    # the card's bounds are the declared ones; a network's buffers may hold them rounded to float32
+    low = ctx.get("low") or low
+    high = ctx.get("high") or high
     if names is None and dim:
         names = [f"c{i}" for i in range(dim)]
     return (list(names) if names is not None else None,
@@ -250,6 +251,24 @@ def _read(folder: Path, expected_kind: str | None = None) -> tuple[torch.nn.Modu
     return ckpt.model, dict(ckpt.card)
 
 
+_SAFETENSORS_FLOATS = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+                       "BF16": torch.bfloat16}
+
+
+def _stored_dtype(folder: Path) -> torch.dtype | None:
+    """The floating dtype of the stored weights (None if mixed): networks are rebuilt in the
+    default dtype, so a float64 prior would otherwise come back as float32."""
+    import json
+
+    # the header was validated by load_checkpoint already; this only reads its JSON
+    with open(folder / "weights.safetensors", "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n))
+    kinds = {v.get("dtype") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    floats = {_SAFETENSORS_FLOATS[k] for k in kinds if k in _SAFETENSORS_FLOATS}
+    return floats.pop() if len(floats) == 1 else None
+
+
 def load_prior(name_or_path: str | os.PathLike, device=None, dtype: torch.dtype | None = None,
                *, noise: bool | float = False) -> FlowPrior | LatentVariablePrior:
     """Load a prior by name (``models/<name>``) or folder path.
@@ -257,7 +276,7 @@ def load_prior(name_or_path: str | os.PathLike, device=None, dtype: torch.dtype 
     Arguments:
         name_or_path: a shipped prior's name or a folder with ``weights.safetensors`` + ``card.json``.
         device: where to put the network (default: CPU).
-        dtype: floating dtype of the network (default: as stored).
+        dtype: floating dtype of the network (default: the stored weights' dtype).
         noise: for VAE priors, whether ``.sample`` adds the decoder's pixel noise.
 
     Returns:
@@ -266,6 +285,9 @@ def load_prior(name_or_path: str | os.PathLike, device=None, dtype: torch.dtype 
     """
     folder = resolve_prior(name_or_path)
     net, card = _read(folder)
+    if dtype is None:
+        stored = _stored_dtype(folder)
+        dtype = stored if stored not in (None, net_dtype(net)) else None
     net.eval()
     net.requires_grad_(False)
     if device is not None or dtype is not None:
@@ -277,6 +299,11 @@ def load_prior(name_or_path: str | os.PathLike, device=None, dtype: torch.dtype 
         return LatentVariablePrior(net, card, noise=noise)
     raise ValueError(f"prior: unknown kind {kind!r} in {str(folder / 'card.json')!r} "
                      f"(known: {', '.join(FLOW_KINDS + LATENT_KINDS)})")
+
+
+def net_dtype(net: torch.nn.Module) -> torch.dtype | None:
+    p = _first_param(net)
+    return None if p is None else p.dtype
 
 
 _KIND_OF_CLASS = {"Glow": "glow", "ConditionalGlow": "cglow", "MAF": "maf", "MapMAF": "maf",
@@ -324,6 +351,8 @@ def save_prior(prior_or_net, folder: str | os.PathLike, card_extras: Mapping | N
         names = names or [f"c{i}" for i in range(dim)]
         if len(names) != dim:
             raise ValueError(f"context_names: expected {dim} names, got {names}")
+        declared = card.get("context") or {}
+        low, high = declared.get("low") or low, declared.get("high") or high
         if low is None or high is None:
             raise ValueError("context: the network records no training range; pass "
                              "card_extras={'context': {'names': [...], 'low': [...], 'high': [...]}}")
