@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PLANCK2018", "DEFAULT_PATH", "compute_table", "write_table", "main"]
+__all__ = ["PLANCK2018", "DEFAULT_PATH", "compute_table", "table_from_results", "write_table", "main"]
 
 #: Planck 2018 TT,TE,EE+lowE+lensing best fit (arXiv:1807.06209, Table 2), mnu = 0.06 eV.
 PLANCK2018 = {
@@ -68,9 +68,18 @@ def compute_table(
     )
     pars.set_for_lmax(lmax + extra_lmax, lens_potential_accuracy=lens_potential_accuracy)
     res = camb.get_results(pars)
-    unl = res.get_unlensed_scalar_cls(lmax=lmax, CMB_unit="muK", raw_cl=True)
-    len_ = res.get_lensed_scalar_cls(lmax=lmax, CMB_unit="muK", raw_cl=True)
-    pp = res.get_lens_potential_cls(lmax=lmax, CMB_unit="muK", raw_cl=True)[:, 0]
+    meta = {"params": p, "lens_potential_accuracy": lens_potential_accuracy}
+    return table_from_results(res, lmax, meta)
+
+
+def table_from_results(results, lmax: int, meta: dict | None = None) -> dict:
+    """The table arrays from a computed ``camb.CAMBdata`` (raw C_ell in uK^2, raw C^phiphi)."""
+    import camb
+
+    pars = results.Params
+    unl = results.get_unlensed_scalar_cls(lmax=lmax, CMB_unit="muK", raw_cl=True)
+    len_ = results.get_lensed_scalar_cls(lmax=lmax, CMB_unit="muK", raw_cl=True)
+    pp = results.get_lens_potential_cls(lmax=lmax, CMB_unit="muK", raw_cl=True)[:, 0]
     ell = np.arange(lmax + 1)
     out = {"ell": ell}
     for i, name in enumerate(("TT", "EE", "BB", "TE")):
@@ -84,13 +93,12 @@ def compute_table(
         "description": "Planck 2018 TT,TE,EE+lowE+lensing best fit, CAMB; "
                        "raw C_ell in uK^2, PP = C_ell^phiphi",
         "camb_version": camb.__version__,
-        "params": p,
         "T_cmb_K": float(pars.TCMB),
         "lmax": lmax,
-        "lens_potential_accuracy": lens_potential_accuracy,
         "camb_max_l": int(pars.max_l),
         "nonlinear_lensing": "halofit (" + str(pars.NonLinear) + ")",
         "date": datetime.date.today().isoformat(),
+        **(meta or {}),
     }
     out["meta"] = np.array(json.dumps(meta, sort_keys=True))
     return out

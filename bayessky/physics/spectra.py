@@ -276,7 +276,7 @@ def _parse_file(path: Path, kind: str, raw_cl: bool, lensed: bool | None, cmb_un
                 with np.errstate(divide="ignore", invalid="ignore"):
                     pp = np.where(ellf > 0, c / outputscale / ellf**4, 0.0)  # l^4 C x outputscale
             else:
-                pp = c * d_to_c**2 * (2 * math.pi)  # [l(l+1)]^2 C / 2 pi
+                pp = c * d_to_c**2 / (2 * math.pi)  # [l(l+1)]^2 C / 2 pi
             out["PP"] = pp
         else:
             cl = c * (1.0 if raw_cl else d_to_c) * tscale
@@ -301,7 +301,8 @@ def load_spectra(
     Arguments:
         path: one file or several (e.g. ``[root_scalCls.dat, root_lensedCls.dat]`` or CLASS's
             ``[root_cl.dat, root_cl_lensed.dat]``); their spectra are merged and truncated to the
-            smallest lmax among them. Conventions per file type: module notes.
+            smallest lmax among them (a spectrum found in two files must agree, like CLASS's
+            phiphi in both ``_cl`` and ``_cl_lensed``). Conventions per file type: module notes.
         kind: ``"camb"`` (Fortran ``*_scalCls``/``*_lensedCls``/``*_lenspotentialCls``/``*_totCls``
             files or python ``save_cmb_power_spectra``) or ``"class"`` (``*_cl.dat`` /
             ``*_cl_lensed.dat`` with its header, ``format=class`` or ``format=camb``).
@@ -334,10 +335,16 @@ def load_spectra(
         got = _parse_file(p, kind, raw_cl, lensed, cmb_unit, float(T_cmb))
         lmax = got["ell"][-1] if lmax is None else min(lmax, got["ell"][-1])
         for k, v in got.items():
-            if k != "ell" and k in merged:
-                raise ValueError(f"path: spectrum {k} appears in more than one file")
-            if k != "ell":
-                merged[k] = v
+            if k == "ell":
+                continue
+            if k in merged:
+                # CLASS repeats phiphi in *_cl_lensed.dat; the same spectrum twice is fine, two
+                # different ones are not.
+                n = min(len(v), len(merged[k]))
+                if not np.allclose(v[:n], merged[k][:n], rtol=1e-4, atol=0):
+                    raise ValueError(f"path: spectrum {k} differs between the files")
+                continue
+            merged[k] = v
     ell = np.arange(int(lmax) + 1)
     kw = {k: v[: lmax + 1] for k, v in merged.items()}
     meta = {"source": [str(p) for p in paths], "kind": kind, "raw_cl": raw_cl, "cmb_unit": cmb_unit,
