@@ -262,7 +262,8 @@ def load_checkpoint(folder, expected_kind: str | None = None, *, device=None,
     Arguments:
         folder: a folder with ``weights.safetensors`` and ``card.json``.
         expected_kind: refuse a card of another kind (e.g. ``"cglow"``).
-        device, dtype: where and in which floating dtype to put the network.
+        device, dtype: where and in which floating dtype to put the network (default: CPU, the
+            dtype stored in the file).
 
     Returns:
         :class:`Checkpoint` ``(model, card)``, the model in eval mode.
@@ -282,6 +283,10 @@ def load_checkpoint(folder, expected_kind: str | None = None, *, device=None,
                          "(file replaced or partly written)")
     model = build_network(card["kind"], card["architecture"])
     _match(model, tensors, card["kind"], str(wpath))
+    stored = {t.dtype for t in tensors.values() if t.is_floating_point()}
+    if len(stored) == 1:
+        # build in the stored precision so the copy into the parameters is exact
+        model.to(dtype=stored.pop())
     model.load_state_dict(tensors, strict=True)
     model.eval()
     if device is not None or dtype is not None:
