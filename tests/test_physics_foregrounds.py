@@ -93,9 +93,9 @@ def test_torch_inputs_gradients_and_types():
     eps = 1e-6
     for p, name in ((beta, "beta"), (td, "T_dust")):
         kw = {"beta": 1.5, "T_dust": 20.0}
-        kw[name] = float(p) + eps
+        kw[name] = float(p.detach()) + eps
         up = modified_blackbody(nu.numpy(), **kw).sum()
-        kw[name] = float(p) - eps
+        kw[name] = float(p.detach()) - eps
         dn = modified_blackbody(nu.numpy(), **kw).sum()
         assert float(p.grad) == pytest.approx((up - dn) / (2 * eps), rel=1e-6)
     s32 = tsz_spectral_function(torch.tensor([150.0], dtype=torch.float32))
