@@ -10,7 +10,7 @@ Run it with any engine, on one map or a stack (one posterior per map):
     bayessky run inference/hi_parameters.py --data maps.npy --set likelihood='"exact"'
 
 Options (``--set key=value``):
-    prior:       a shipped prior name or a folder (default "hi-cglow-32").
+    flow:        the learned likelihood: a shipped prior name or a folder (default "hi-cglow-32").
     likelihood:  "flow" (default) or "exact" — the exact hi-toy-v1 likelihood, for maps made by
                  ``bayessky simulate hi-toy``: the reference the learned posterior is judged by.
     extra:       values of further conditioning parameters the prior was trained with
@@ -42,7 +42,7 @@ def _prior(name: str, device: str):
     return bayessky.load_prior(name, device=device)
 
 
-def model(data: torch.Tensor, prior: str = "hi-cglow-32", likelihood: str = "flow",
+def model(data: torch.Tensor, flow: str = "hi-cglow-32", likelihood: str = "flow",
           extra: dict | None = None):
     """data: one linear HI map (N, N), positive. Sites: Omega_m, sigma_8, map (observed)."""
     lo = torch.tensor([BOUNDS["Omega_m"][0], BOUNDS["sigma_8"][0]], dtype=data.dtype, device=data.device)
@@ -54,11 +54,11 @@ def model(data: torch.Tensor, prior: str = "hi-cglow-32", likelihood: str = "flo
         return
     if likelihood != "flow":
         raise ValueError(f"likelihood: expected 'flow' or 'exact', got {likelihood!r}")
-    flow = _prior(str(prior), str(data.device))
+    learned = _prior(str(flow), str(data.device))
     context = {"Omega_m": omega_m, "sigma_8": sigma_8}
     for name, value in (extra or {}).items():
         context[name] = torch.as_tensor(value, dtype=data.dtype, device=data.device)
-    pyro.sample("map", flow.distribution(context), obs=data.to(flow.dtype))
+    pyro.sample("map", learned.distribution(context), obs=data.to(learned.dtype))
 
 
 def grid(grid_size: int = 40):
