@@ -235,7 +235,6 @@ def fit_latent_flow(
     gen = torch.Generator(device="cpu")
     if seed is not None:
         gen.manual_seed(seed)
-    vae.latent_flow = None  # encode against the N(0, I)-trained encoder only
     with torch.no_grad():
         was = vae.training
         vae.eval()
