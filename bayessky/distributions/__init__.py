@@ -9,6 +9,9 @@ _EXPORTS = {
     "FlowDistribution": ".flow",
     "LatentPrior": ".latent",
     "load_prior": ".priors",
+    "save_prior": ".priors",
+    "FlowPrior": ".priors",
+    "LatentVariablePrior": ".priors",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
