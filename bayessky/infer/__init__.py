@@ -1,1 +1,29 @@
-"""bayessky.infer"""
+"""Inference engines on Pyro models, all returning ``arviz.InferenceData``; calibration (SBC).
+
+Engines: ``nuts``, ``hmc`` (Pyro MCMC; ``backend="fast"`` for batched chains), ``svi``
+(autoguides incl. a normalizing flow), ``map`` (with optional Laplace), ``emcee`` (ensemble) and
+``grid`` (exact grid posterior -> :class:`GridPosterior`); ``summary`` for diagnostics; ``sbc``
+with ``plot_ranks`` / ``plot_coverage`` for calibration.
+"""
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "nuts": ".mcmc",
+    "hmc": ".mcmc",
+    "svi": ".variational",
+    "make_guide": ".variational",
+    "map": ".optimize",
+    "emcee": ".ensemble",
+    "grid": ".grid_posterior",
+    "GridPosterior": ".grid_posterior",
+    "summary": ".diagnostics",
+    "sbc": ".calibrate",
+    "SBCResult": ".calibrate",
+    "plot_ranks": ".calibrate",
+    "plot_coverage": ".calibrate",
+    "calibrate": ".calibrate",
+    "fast_nuts": ".fast_nuts",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,290 @@
+"""Hamiltonian Monte Carlo engines: ``nuts`` and ``hmc`` over Pyro's MCMC, returning InferenceData.
+
+The Pyro kernels keep only running means of their per-iteration statistics, so two thin
+subclasses record, for every kept draw, what ArviZ's ``sample_stats`` expects: ``lp`` (= -U, the
+log density in unconstrained space, Jacobian included, as Stan's ``lp__``), ``energy`` (the
+Hamiltonian at the start of the trajectory, for the BFMI), ``diverging``, ``acceptance_rate``,
+``step_size`` and ``n_steps`` (leapfrog steps = gradient evaluations). They travel back from
+worker processes through the kernel's ``diagnostics()``, Pyro's own channel.
+
+``backend="fast"`` hands a batched flat potential (chains, D) -> (chains,) to
+``bayessky.infer.fast_nuts.sample`` (all chains advance together in one process).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+
+import torch
+from pyro.infer import HMC, MCMC, NUTS
+from pyro.infer.mcmc.util import initialize_model
+
+from ._model import BatchEvaluator, FlatPotential, init_strategy_fn, seeded
+from ._idata import build_inference_data
+
+__all__ = ["nuts", "hmc"]
+
+_STATS = ("lp", "energy", "diverging", "acceptance_rate", "step_size", "n_steps")
+
+
+class _Recorder:
+    """Mixin recording per-draw statistics of a Pyro HMC/NUTS kernel (post-warmup draws)."""
+
+    def setup(self, warmup_steps, *args, **kwargs):
+        self._records = {k: [] for k in _STATS}
+        self._n_grad = 0
+        self._energy0 = float("nan")
+        super().setup(warmup_steps, *args, **kwargs)
+        if getattr(self, "_bayessky_wrapped", None) is not self.potential_fn:
+            inner = self.potential_fn
+
+            def counting(params):
+                self._n_grad += 1
+                return inner(params)
+
+            self.potential_fn = counting
+            self._bayessky_wrapped = counting
+
+    def _sample_r(self, name):
+        r, r_unscaled = super()._sample_r(name)
+        pe = self._fetch_from_cache()[1]
+        self._energy0 = float(self._kinetic_energy(r_unscaled) + pe)
+        return r, r_unscaled
+
+    def sample(self, params):
+        n_div, mean_acc, n_grad = len(self._divergences), self._mean_accept_prob, self._n_grad
+        step = float(self.step_size)
+        out = super().sample(params)
+        if self._t > self._warmup_steps:
+            n = self._t - self._warmup_steps
+            rec = self._records
+            # Pyro keeps a running mean m_n = m_{n-1} + (a_n - m_{n-1}) / n; invert it for a_n.
+            acc = mean_acc + n * (self._mean_accept_prob - mean_acc)
+            rec["acceptance_rate"].append(min(1.0, max(0.0, acc)))  # clip the inversion's rounding
+            rec["diverging"].append(len(self._divergences) > n_div)
+            pe = self._fetch_from_cache()[1]
+            rec["lp"].append(-float(pe) if pe is not None else float("nan"))
+            rec["energy"].append(self._energy0)
+            rec["step_size"].append(step)
+            rec["n_steps"].append(self._n_grad - n_grad)
+        return out
+
+    def diagnostics(self):
+        d = dict(super().diagnostics())
+        d["bayessky_records"] = self._records
+        return d
+
+
+class _NUTS(_Recorder, NUTS):
+    pass
+
+
+class _HMC(_Recorder, HMC):
+    pass
+
+
+def _check_common(name, num_samples, warmup_steps, num_chains, target_accept_prob):
+    for arg, v in (("num_samples", num_samples), ("num_chains", num_chains)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name}: {arg} must be a positive integer, got {v!r}")
+    if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
+        raise ValueError(f"{name}: warmup_steps must be a non-negative integer, got {warmup_steps!r}")
+    if not (0.0 < float(target_accept_prob) < 1.0):
+        raise ValueError(f"{name}: target_accept_prob must lie in (0, 1), got {target_accept_prob!r}")
+
+
+def _resolve_init(name, init_strategy, model, args, kwargs, seed):
+    if isinstance(init_strategy, str) and init_strategy == "map":
+        from .optimize import map as _map
+        from ._compat import get_group
+
+        idata = _map(model, *args, steps=200, seed=seed, progress_bar=False, **kwargs)
+        post = get_group(idata, "posterior")
+        info = BatchEvaluator(model, args, kwargs).info
+        values = {k: torch.as_tensor(post[k].values[0, 0], dtype=info.dtype, device=info.device)
+                  for k in info.latent}
+        return init_strategy_fn(values, f"{name}: init_strategy")
+    return init_strategy_fn(init_strategy, f"{name}: init_strategy")
+
+
+def _warn_divergences(name, diverging):
+    n = int(sum(int(d) for chain in diverging for d in chain))
+    if n:
+        total = sum(len(c) for c in diverging)
+        warnings.warn(f"{name}: {n} divergent transitions after warmup (of {total} draws); raise "
+                      "target_accept_prob or reparametrise the model", stacklevel=3)
+
+
+def _run_pyro(kind, model, args, kwargs, *, num_samples, warmup_steps, num_chains, init_fn,
+              progress_bar, mp_context, kernel_kw):
+    kernel_cls = _NUTS if kind == "nuts" else _HMC
+    kernel = kernel_cls(model, init_strategy=init_fn, **kernel_kw)
+    initial = None
+    if num_chains > 1:
+        # distinct starting points per chain, drawn by the init strategy in this process
+        initial, _, _, _ = initialize_model(model, args, kwargs, num_chains=num_chains,
+                                            init_strategy=init_fn)
+    mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=num_chains,
+                initial_params=initial, disable_progbar=not progress_bar, mp_context=mp_context)
+    mcmc.run(*args, **kwargs)
+    samples = mcmc.get_samples(group_by_chain=True)
+    diag = mcmc.diagnostics()
+    recs = [diag["bayessky_records"][f"chain {c}"] for c in range(num_chains)]
+    stats = {k: [r[k] for r in recs] for k in _STATS}
+    return samples, stats
+
+
+def _run_fast(name, model, args, kwargs, *, num_samples, warmup_steps, num_chains, init_fn,
+              target_accept_prob, max_tree_depth, dense_mass, seed, progress_bar):
+    try:
+        from . import fast_nuts
+    except ImportError as err:
+        raise RuntimeError(f"{name}: backend='fast' needs bayessky.infer.fast_nuts, which is not "
+                           "available in this installation; use backend='pyro'") from err
+    pot = FlatPotential(model, args, kwargs, num_chains=num_chains, init_strategy=init_fn, name=name)
+    out = fast_nuts.sample(pot, pot.initial.detach(), num_samples, warmup_steps,
+                           target_accept=target_accept_prob, max_tree_depth=max_tree_depth,
+                           dense_mass=bool(dense_mass), seed=seed, progress_bar=progress_bar)
+    z = out["samples"].detach()
+    samples = pot.constrain(z)
+    C, S = z.shape[0], z.shape[1]
+
+    def stat(key):
+        v = out.get(key)
+        if v is None:
+            return None
+        v = torch.as_tensor(v).detach().cpu()
+        return v.reshape(C, 1).expand(C, S) if v.numel() == C else v.reshape(C, S)
+
+    stats = {"diverging": stat("diverging").bool(), "energy": stat("energy"),
+             "lp": -stat("potential_energy") if out.get("potential_energy") is not None else None,
+             "acceptance_rate": stat("accept_prob"), "step_size": stat("step_size"),
+             "n_steps": stat("num_steps"), "tree_depth": stat("tree_depth")}
+    return samples, {k: v.numpy() for k, v in stats.items() if v is not None}
+
+
+def _mcmc(kind, model, args, *, num_samples, warmup_steps, num_chains, target_accept_prob,
+          dense_mass, init_strategy, jit, max_tree_depth, progress_bar, seed, backend, mp_context,
+          hmc_kw, model_kwargs):
+    _check_common(kind, num_samples, warmup_steps, num_chains, target_accept_prob)
+    if backend not in ("pyro", "fast"):
+        raise ValueError(f"{kind}: backend must be 'pyro' or 'fast', got {backend!r}")
+    if backend == "fast" and kind != "nuts":
+        raise ValueError(f"{kind}: backend='fast' is only available for nuts")
+    with seeded(seed):
+        init_fn = _resolve_init(kind, init_strategy, model, args, model_kwargs, seed)
+        if backend == "fast":
+            samples, stats = _run_fast(
+                kind, model, args, model_kwargs, num_samples=num_samples, warmup_steps=warmup_steps,
+                num_chains=num_chains, init_fn=init_fn, target_accept_prob=target_accept_prob,
+                max_tree_depth=max_tree_depth, dense_mass=dense_mass, seed=seed,
+                progress_bar=progress_bar)
+        else:
+            kernel_kw = dict(full_mass=dense_mass, jit_compile=jit, ignore_jit_warnings=True,
+                             target_accept_prob=target_accept_prob, **hmc_kw)
+            if kind == "nuts":
+                kernel_kw["max_tree_depth"] = max_tree_depth
+            samples, stats = _run_pyro(
+                kind, model, args, model_kwargs, num_samples=num_samples, warmup_steps=warmup_steps,
+                num_chains=num_chains, init_fn=init_fn, progress_bar=progress_bar,
+                mp_context=mp_context, kernel_kw=kernel_kw)
+        _warn_divergences(kind, stats["diverging"])
+        evaluator = BatchEvaluator(model, args, model_kwargs, name=kind)
+        attrs = {"inference_library": "pyro" if backend == "pyro" else "bayessky.fast_nuts",
+                 "engine": kind, "num_warmup": warmup_steps, "seed": -1 if seed is None else seed}
+        return build_inference_data(evaluator, samples, stats, attrs)
+
+
+def nuts(
+    model: Callable,
+    *args,
+    num_samples: int = 1000,
+    warmup_steps: int = 500,
+    num_chains: int = 1,
+    target_accept_prob: float = 0.8,
+    dense_mass: bool = False,
+    init_strategy="median",
+    jit: bool = False,
+    max_tree_depth: int = 10,
+    progress_bar: bool = True,
+    seed: int | None = 0,
+    backend: str = "pyro",
+    mp_context: str | None = None,
+    **model_kwargs,
+):
+    r"""No-U-Turn sampler (Pyro's ``NUTS`` in ``MCMC``) -> ``arviz.InferenceData``.
+
+    Arguments:
+        model: a Pyro model; ``*args`` and ``**model_kwargs`` are passed to it.
+        num_samples, warmup_steps: kept draws and adaptation iterations per chain.
+        num_chains: chains; run in parallel processes when the machine has a spare core per chain
+            (Pyro's rule: ``num_chains <= cpu_count - 1``; ``mp_context="spawn"`` for CUDA),
+            otherwise one after another.
+        target_accept_prob: dual-averaging target of the step-size adaptation.
+        dense_mass: adapt a dense (True) or diagonal (False) mass matrix.
+        init_strategy: ``"median"``, ``"uniform"``, ``"mean"``, ``"sample"``, ``"map"`` (start at
+            the MAP found by :func:`bayessky.infer.map`), a dict of site values, or a Pyro
+            init function.
+        jit: trace the potential energy with the PyTorch JIT.
+        max_tree_depth: at most 2^max_tree_depth leapfrog steps per draw.
+        seed: seeds torch/numpy/random for this call (global states are restored afterwards).
+        backend: ``"pyro"`` or ``"fast"`` (batched chains, :mod:`bayessky.infer.fast_nuts`).
+
+    Returns:
+        InferenceData with ``posterior`` (latent and deterministic sites, (chain, draw, ...)),
+        ``sample_stats`` (lp, energy, diverging, acceptance_rate, step_size, n_steps),
+        ``log_likelihood`` (observed sites and ``pyro.factor`` terms) and ``observed_data``.
+        Divergences after warmup raise a warning with their count.
+
+    Example:
+        >>> import pyro, pyro.distributions as dist, torch
+        >>> def model(data):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        ...     pyro.sample("obs", dist.Normal(mu, 1.0).expand([3]).to_event(1), obs=data)
+        >>> idata = nuts(model, torch.tensor([0.1, 0.3, -0.2]), num_samples=50, warmup_steps=50,
+        ...              progress_bar=False)
+        >>> idata.posterior["mu"].shape
+        (1, 50)
+    """
+    return _mcmc("nuts", model, args, num_samples=num_samples, warmup_steps=warmup_steps,
+                 num_chains=num_chains, target_accept_prob=target_accept_prob, dense_mass=dense_mass,
+                 init_strategy=init_strategy, jit=jit, max_tree_depth=max_tree_depth,
+                 progress_bar=progress_bar, seed=seed, backend=backend, mp_context=mp_context,
+                 hmc_kw={}, model_kwargs=model_kwargs)
+
+
+def hmc(
+    model: Callable,
+    *args,
+    num_samples: int = 1000,
+    warmup_steps: int = 500,
+    num_chains: int = 1,
+    step_size: float = 1.0,
+    num_steps: int | None = None,
+    trajectory_length: float | None = None,
+    target_accept_prob: float = 0.8,
+    dense_mass: bool = False,
+    init_strategy="median",
+    jit: bool = False,
+    progress_bar: bool = True,
+    seed: int | None = 0,
+    mp_context: str | None = None,
+    **model_kwargs,
+):
+    r"""Static-trajectory Hamiltonian Monte Carlo (Pyro's ``HMC``) -> ``arviz.InferenceData``.
+
+    As :func:`nuts`, with a fixed trajectory: ``num_steps`` leapfrog steps, or
+    ``trajectory_length`` (default 2 pi, Stan's) divided by the adapted step size.
+    """
+    if num_steps is not None and (not isinstance(num_steps, int) or num_steps < 1):
+        raise ValueError(f"hmc: num_steps must be a positive integer, got {num_steps!r}")
+    if trajectory_length is not None and not (math.isfinite(trajectory_length) and trajectory_length > 0):
+        raise ValueError(f"hmc: trajectory_length must be positive, got {trajectory_length!r}")
+    hmc_kw = {"step_size": step_size, "num_steps": num_steps, "trajectory_length": trajectory_length}
+    return _mcmc("hmc", model, args, num_samples=num_samples, warmup_steps=warmup_steps,
+                 num_chains=num_chains, target_accept_prob=target_accept_prob, dense_mass=dense_mass,
+                 init_strategy=init_strategy, jit=jit, max_tree_depth=None, progress_bar=progress_bar,
+                 seed=seed, backend="pyro", mp_context=mp_context, hmc_kw=hmc_kw,
+                 model_kwargs=model_kwargs)

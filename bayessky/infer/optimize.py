@@ -1,0 +1,180 @@
+"""Maximum a posteriori estimate (Pyro ``AutoDelta``) and its Laplace approximation.
+
+The MAP is the mode of p(x | data) in the coordinates the model samples x in: ``AutoDelta``
+places a point mass on each latent site and ``Trace_ELBO`` then equals log p(x, data), with no
+change-of-variables term, optimised through unconstrained parameters. L-BFGS (strong-Wolfe line
+search) reaches the mode of a smooth posterior to near machine precision in few iterations,
+which is what a field-level MAP (a Wiener-filter-like solve of 10^4+ pixels) needs; Adam is
+there for rough or very high-dimensional objectives.
+
+With ``laplace=True`` the mode is found by ``AutoLaplaceApproximation`` (in unconstrained space,
+where the Gaussian is placed) and the posterior group holds draws from N(mode, H^-1); building
+the dense Hessian costs D gradient evaluations and D^2 memory, so keep D to a few thousand.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from pyro.infer import Predictive, Trace_ELBO
+from pyro.infer.autoguide import AutoDelta, AutoLaplaceApproximation
+from tqdm.auto import tqdm
+
+from ._compat import add_group
+from ._idata import build_inference_data
+from ._model import BatchEvaluator, to_batch, init_strategy_fn, seeded
+
+__all__ = ["map", "fit_guide", "guide_draws"]
+
+
+def fit_guide(model, guide, args, kwargs, *, steps: int, optimizer: str, lr: float | None,
+              name: str, progress_bar: bool = False, num_particles: int = 1,
+              final_lr: float | None = None, tol: float = 1e-10) -> list[float]:
+    """Minimise Pyro's ``Trace_ELBO`` loss of (model, guide); returns the loss trace.
+
+    ``optimizer="lbfgs"`` runs torch's L-BFGS (one closure call per loss evaluation) on the
+    guide's parameters; ``"adam"`` runs ``ClippedAdam`` steps with optional geometric decay of
+    the learning rate from ``lr`` to ``final_lr``.
+    """
+    elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=False)
+    loss_fn = elbo.differentiable_loss
+    with torch.no_grad():
+        guide(*args, **kwargs)  # materialise the guide's parameters
+    params = [p for p in guide.parameters() if p.requires_grad]
+    losses: list[float] = []
+    bar = tqdm(total=steps, desc=name, disable=not progress_bar, leave=False)
+    if optimizer == "lbfgs":
+        opt = torch.optim.LBFGS(params, lr=1.0 if lr is None else lr, max_iter=steps,
+                                max_eval=int(steps * 1.25) + 10, tolerance_grad=tol,
+                                tolerance_change=tol * 1e-3, history_size=50,
+                                line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = loss_fn(model, guide, *args, **kwargs)
+            loss.backward()
+            losses.append(loss.item())
+            bar.update(1)
+            return loss
+
+        opt.step(closure)
+    elif optimizer == "adam":
+        lr = 0.01 if lr is None else lr
+        gamma = (final_lr / lr) ** (1.0 / max(steps, 1)) if final_lr else 1.0
+        opt = torch.optim.Adam(params, lr=lr)
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = loss_fn(model, guide, *args, **kwargs)
+            loss.backward()
+            for p in params:  # ClippedAdam's safeguard against the rare exploding ELBO gradient
+                if p.grad is not None:
+                    p.grad.clamp_(-10.0, 10.0)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.update(1)
+    else:
+        raise ValueError(f"{name}: optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
+    bar.close()
+    if not math.isfinite(losses[-1]):
+        raise RuntimeError(f"{name}: the loss became non-finite ({losses[-1]}); lower lr or check "
+                           "the model's support")
+    return losses
+
+
+def guide_draws(guide, args, kwargs, info, num_samples: int) -> dict[str, torch.Tensor]:
+    """Draws of the model's latent sites from a fitted guide, (num_samples, *shape) each.
+
+    Runs only the guide (``pyro.infer.Predictive`` on it, vectorised over draws; draw by draw if
+    that fails): deterministic sites and likelihoods are added later in one model pass.
+    """
+    names = info.latent
+    with torch.no_grad():
+        for parallel in (True, False):
+            try:
+                out = Predictive(guide, num_samples=num_samples, return_sites=names,
+                                 parallel=parallel)(*args, **kwargs)
+                return {k: to_batch(out[k], num_samples, info.sites[k].shape) for k in names}
+            except Exception:  # noqa: BLE001 - guide does not vectorise: loop
+                if not parallel:
+                    raise
+    raise AssertionError("unreachable")
+
+
+def _check_steps(name, steps):
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"{name}: steps must be a positive integer, got {steps!r}")
+
+
+def map(  # noqa: A001 - the public name of the engine
+    model: Callable,
+    *args,
+    steps: int = 500,
+    optimizer: str = "lbfgs",
+    lr: float | None = None,
+    laplace: bool = False,
+    num_samples: int = 1000,
+    init_strategy="median",
+    progress_bar: bool = False,
+    seed: int | None = 0,
+    **model_kwargs,
+):
+    r"""MAP estimate of all latent sites (optionally with a Laplace approximation).
+
+    Arguments:
+        model: a Pyro model; ``*args`` and ``**model_kwargs`` are passed to it.
+        steps: L-BFGS iterations (at most) or Adam steps.
+        optimizer: ``"lbfgs"`` (default) or ``"adam"``; ``lr`` defaults to 1 and 0.01.
+        laplace: also fit N(mode, H^-1) in unconstrained space and return ``num_samples`` draws.
+        init_strategy: as in :func:`bayessky.infer.nuts` (``"median"``, ``"uniform"``, dict, ...).
+
+    Returns:
+        InferenceData: ``posterior`` holds the MAP as one draw of one chain (or the Laplace draws),
+        with deterministic sites, ``log_likelihood`` and ``observed_data`` as for the samplers;
+        the group ``optimization`` holds the ``loss`` trace (-log p(x, data) per evaluation, dim
+        ``step``) and the mode of every latent and deterministic site.
+
+    Example:
+        >>> import pyro, pyro.distributions as dist, torch
+        >>> def model(data):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        ...     pyro.sample("obs", dist.Normal(mu, 1.0).expand([3]).to_event(1), obs=data)
+        >>> idata = map(model, torch.tensor([1.0, 2.0, 3.0]))
+        >>> round(float(idata.posterior["mu"]), 4)   # = sum(data) / (n + 1)
+        1.5
+    """
+    _check_steps("map", steps)
+    if laplace:
+        _check_steps("map: num_samples", num_samples)
+    with seeded(seed):
+        init_fn = init_strategy_fn(init_strategy, "map: init_strategy")
+        evaluator = BatchEvaluator(model, args, model_kwargs, name="map")
+        latent = evaluator.info.latent
+        if not latent:
+            raise ValueError("map: the model has no latent sample sites to optimise")
+        guide = (AutoLaplaceApproximation if laplace else AutoDelta)(model, init_loc_fn=init_fn)
+        losses = fit_guide(model, guide, args, model_kwargs, steps=steps, optimizer=optimizer, lr=lr,
+                           name="map", progress_bar=progress_bar)
+        lap = guide.laplace_approximation(*args, **model_kwargs) if laplace else None
+        with torch.no_grad():
+            med = (lap if laplace else guide).median(*args, **model_kwargs)
+            mode = {k: v.detach() for k, v in med.items() if k in latent}
+            point = evaluator({k: v.unsqueeze(0) for k, v in mode.items()})
+        if laplace:
+            draws = guide_draws(lap, args, model_kwargs, evaluator.info, num_samples)
+            samples = {k: v.unsqueeze(0) for k, v in draws.items()}
+        else:
+            samples = {k: v.reshape(1, 1, *v.shape) for k, v in mode.items()}
+        lp = float(point.total(evaluator.info.sites)[0])
+        stats = {"lp": [[lp] * next(iter(samples.values())).shape[1]]} if not laplace else {}
+        idata = build_inference_data(
+            evaluator, samples, stats,
+            {"inference_library": "pyro", "engine": "map", "optimizer": optimizer,
+             "laplace": int(laplace), "seed": -1 if seed is None else seed})
+        opt_group = {"loss": torch.tensor(losses, dtype=torch.float64)}
+        opt_group.update({k: v[0] for k, v in point.values.items()})
+        dims = {"loss": ["step"]}
+        return add_group(idata, "optimization", opt_group, dims)
