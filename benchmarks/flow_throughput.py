@@ -1,0 +1,204 @@
+"""Throughput of bayessky's (conditional) Glow against normflows' Glow, side by side in one run.
+
+Configuration (ANCHORS.md sec. 9, HIGlow's paper setup): 1x64x64 maps, 6 levels x 20 steps, hidden
+width 16. normflows 1.7 is built as in its Glow example (``MultiscaleFlow`` of ``GlowBlock`` and
+``Squeeze`` with per-level ``DiagGaussian`` bases; unconditional, since it has no continuous
+conditioning). bayessky runs ``ConditionalGlow`` (context = (Omega_m, sigma_8), HIGlow's bounds)
+and, for a like-for-like comparison, the unconditional ``Glow``.
+
+Measured (all models interleaved in every repeat, so load drifts hit them alike; the median over
+repeats is reported):
+- log_prob: maps/s at batch 128, ``eval()`` + ``torch.inference_mode()``;
+- train: maps/s at batch 32 for forward + backward + ``torch.optim.Adam`` step (default settings,
+  the same for every model), after ActNorm's data-dependent init.
+
+Prints one JSON object: throughputs, ratios to normflows, parameter counts, torch version,
+threads, device, and a torch.profiler table of where the time goes (top ops by self time).
+
+Usage: ``python benchmarks/flow_throughput.py [--device cuda] [--threads 2] [--repeats 7]``.
+normflows is a benchmark-only dependency (``pip install bayessky[bench]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+
+def build_normflows(shape, levels, steps, hidden):
+    """normflows' Glow example (examples/glow.ipynb) with unconditional per-level Gaussians."""
+    import normflows as nf
+
+    c, h, w = shape
+    q0, merges, flows = [], [], []
+    for i in range(levels):
+        flows.append([nf.flows.GlowBlock(c * 2 ** (levels + 1 - i), hidden, split_mode="channel",
+                                         scale=True) for _ in range(steps)] + [nf.flows.Squeeze()])
+        if i > 0:
+            merges.append(nf.flows.Merge())
+            latent = (c * 2 ** (levels - i), h // 2 ** (levels - i), w // 2 ** (levels - i))
+        else:
+            latent = (c * 2 ** (levels + 1), h // 2 ** levels, w // 2 ** levels)
+        q0.append(nf.distributions.DiagGaussian(latent))
+    return nf.MultiscaleFlow(q0, flows, merges, class_cond=False)
+
+
+class _Model:
+    """Uniform calls: log_prob(x, c) and a training step, for each network."""
+
+    def __init__(self, name, net, conditional, lr=1e-4, normflows=False):
+        self.name, self.net, self.conditional, self.nf = name, net, conditional, normflows
+        self.opt = torch.optim.Adam(net.parameters(), lr=lr)
+
+    def log_prob(self, x, c):
+        if self.nf:
+            return self.net.log_prob(x, None)
+        return self.net.log_prob(x, c) if self.conditional else self.net.log_prob(x)
+
+    def train_step(self, x, c):
+        self.opt.zero_grad(set_to_none=True)
+        loss = -self.log_prob(x, c).mean()
+        loss.backward()
+        self.opt.step()
+        return loss
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device):
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def _profile(fn, device, top):
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        fn()
+        _sync(device)
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
+    total = sum(getattr(e, attr) for e in events) or 1.0
+    events.sort(key=lambda e: getattr(e, attr), reverse=True)
+    return {"total_ms": round(total / 1e3, 2),
+            "top": [{"op": e.key, "self_ms": round(getattr(e, attr) / 1e3, 2),
+                     "share": round(getattr(e, attr) / total, 3), "calls": e.count} for e in events[:top]]}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--levels", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--hidden", type=int, default=16)
+    ap.add_argument("--lp-batch", type=int, default=128)
+    ap.add_argument("--train-batch", type=int, default=32)
+    ap.add_argument("--profile-top", type=int, default=10, help="0: skip profiling")
+    ap.add_argument("--no-normflows", action="store_true")
+    args = ap.parse_args(argv)
+
+    from bayessky.nn import ConditionalGlow, Glow
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    shape = (1, args.size, args.size)
+    low, high = [0.1, 0.6], [0.5, 1.0]
+    models = []
+    if not args.no_normflows:
+        import normflows
+
+        models.append(_Model(f"normflows {normflows.__version__} Glow",
+                             build_normflows(shape, args.levels, args.steps, args.hidden).to(device),
+                             False, normflows=True))
+    arch = (args.levels, args.steps, args.hidden)
+    cglow = ConditionalGlow(shape, 2, *arch, low, high).to(device)
+    models.append(_Model("bayessky ConditionalGlow", cglow, True))
+    models.append(_Model("bayessky Glow", Glow(shape, *arch).to(device), False))
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(args.lp_batch, *shape, generator=gen).to(device)
+    c = (torch.tensor(low) + 0.4 * torch.rand(args.lp_batch, 2, generator=gen)).to(device)
+    xt, ct = x[: args.train_batch].contiguous(), c[: args.train_batch].contiguous()
+
+    # ActNorm data-dependent initialisation on one training batch, then warm-up of every path
+    for m in models:
+        m.net.train()
+        with torch.no_grad():
+            m.log_prob(xt, ct)
+    lp_times = {m.name: [] for m in models}
+    tr_times = {m.name: [] for m in models}
+
+    def lp_call(m):
+        def f():
+            with torch.inference_mode():
+                m.log_prob(x, c)
+        return f
+
+    for m in models:
+        m.net.eval()
+        lp_call(m)()
+    for _ in range(args.repeats):
+        for m in models:
+            lp_times[m.name].append(_timed(lp_call(m), device))
+    for m in models:
+        m.net.train()
+        m.train_step(xt, ct)
+    for _ in range(args.repeats):
+        for m in models:
+            tr_times[m.name].append(_timed(lambda m=m: m.train_step(xt, ct), device))
+
+    def rate(batch, times, best=False):
+        return {k: round(batch / (min(v) if best else statistics.median(v)), 1) for k, v in times.items()}
+
+    out = {
+        "benchmark": "flow_throughput",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else f"cpu ({platform.processor() or platform.machine()})"),
+        "config": {"shape": list(shape), "levels": args.levels, "steps": args.steps, "hidden": args.hidden,
+                   "log_prob_batch": args.lp_batch, "train_batch": args.train_batch,
+                   "repeats": args.repeats, "optimizer": "Adam(lr=1e-4), torch defaults"},
+        "params": {m.name: sum(p.numel() for p in m.net.parameters()) for m in models},
+        "log_prob_maps_per_s": rate(args.lp_batch, lp_times),
+        "log_prob_maps_per_s_best": rate(args.lp_batch, lp_times, best=True),
+        "train_maps_per_s": rate(args.train_batch, tr_times),
+        "train_maps_per_s_best": rate(args.train_batch, tr_times, best=True),
+    }
+    if not args.no_normflows:
+        ref = models[0].name
+        lp, tr = out["log_prob_maps_per_s"], out["train_maps_per_s"]
+        out["ratio_vs_normflows"] = {m.name: {"log_prob": round(lp[m.name] / lp[ref], 2),
+                                              "train": round(tr[m.name] / tr[ref], 2)} for m in models[1:]}
+    if args.profile_top:
+        prof = {}
+        for m in models:
+            m.net.eval()
+            p_lp = _profile(lp_call(m), device, args.profile_top)
+            m.net.train()
+            p_tr = _profile(lambda m=m: m.train_step(xt, ct), device, args.profile_top)
+            prof[m.name] = {"log_prob": p_lp, "train": p_tr}
+        out["profile"] = prof
+    print(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
