@@ -1,0 +1,391 @@
+"""Learned field-level likelihoods of hi-toy-v1 maps judged against the EXACT posterior.
+
+hi-toy-v1 (DATASETS.md section 1) has an exact likelihood p(map | Omega_m, sigma_8), so the
+posterior a learned conditional density (a conditional Glow, the MAF baseline) gives can be
+compared with the exact one on the same maps, same prior and same grid:
+
+1. ``--n-maps`` held-out maps: truths from the prior box with ``numpy.random.default_rng(seed)``
+   (``hi_toy.sample_prior``), maps with ``hi_toy.sample(..., seed=seed + 1)``; seeds >= 100000 are
+   never used in training (``examples/train_hi_cglow.py`` uses 1000/2000/3000).
+2. Grid posterior on the ``--grid`` x ``--grid`` cell-centre grid over the prior box (uniform
+   prior, equal cells): ``log w_j = log p(map | theta_j) - logsumexp``. The exact likelihood for
+   all maps at once (``hi_toy.log_likelihood`` on the whole grid); the learned one map by map,
+   each map against all grid contexts in ``--chunk``-sized batched calls of
+   ``prior.distribution(context).log_prob(map)``.
+3. Per posterior set: posterior-mean RMSE vs truth per parameter and its ratio to the exact
+   posterior's; coverage of 68/95 % marginal central intervals and joint HPD regions (fraction of
+   maps whose truth is inside); KL(exact || learned) over grid cells (mean, median, max); the
+   shift of the learned posterior mean in units of the exact posterior std.
+4. Checks of the machinery: the grid engine ``bayessky.infer.grid`` on the model script
+   ``inference/hi_parameters.py`` against the direct batched evaluation (first map), and NUTS
+   (``bayessky.infer.nuts`` on the same script) against the grid posterior on ``--nuts-maps``
+   maps, exact and learned likelihood: differences of means and stds in units of the grid std
+   (the grid std gets the within-cell variance h^2/12 added, the grid quadrature ignores it).
+
+Targets (printed as pass/fail on stderr and stored in the JSON): RMSE ratio <= 1.10 for both
+parameters, every coverage within 5 points of nominal, mean KL < 0.1. The exact posterior's own
+coverage is reported too: with M maps a coverage fraction has binomial noise sqrt(q(1-q)/M)
+(4.7 points at 68 %, 100 maps), so the 5-point band is a loose test at 100 maps.
+
+    python benchmarks/hi_vs_exact.py --prior models/hi-cglow-32 --baseline models/hi-maf-32 \
+        --n-maps 100 --size 32 --grid 40 --seed 100000 --out runs/hi_vs_exact
+
+JSON on stdout and in ``OUT/hi_vs_exact.json``; figure ``OUT/hi_vs_exact.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import inspect
+import math
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _hi_common as hc  # noqa: E402
+
+NAMES = ("Omega_m", "sigma_8")
+LEVELS = (0.68, 0.95)
+TARGET_RMSE_RATIO = 1.10
+TARGET_COVERAGE_POINTS = 0.05
+TARGET_MEAN_KL = 0.1
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def make_maps(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out maps (n, size, size) float64 and truths (n, 2), reproducible from ``seed``."""
+    from bayessky.physics import hi_toy
+
+    om, s8 = hi_toy.sample_prior(n, seed)
+    maps = hi_toy.sample(n, om, s8, size=size, seed=seed + 1)
+    return maps, np.stack([om, s8], -1)
+
+
+def exact_loglik(maps: torch.Tensor, axes: dict[str, np.ndarray]) -> np.ndarray:
+    """Exact log p(map_m | theta_ij), (M, n_1, n_2), float64, one matrix product for all maps."""
+    from bayessky.physics import hi_toy
+
+    om, s8 = np.meshgrid(axes["Omega_m"], axes["sigma_8"], indexing="ij")
+    om_t = torch.as_tensor(om.reshape(-1), dtype=torch.float64, device=maps.device)
+    s8_t = torch.as_tensor(s8.reshape(-1), dtype=torch.float64, device=maps.device)
+    ll = hi_toy.log_likelihood(maps.to(torch.float64), om_t, s8_t)  # (G, M)
+    return ll.T.reshape(len(maps), *om.shape).cpu().numpy()
+
+
+def flow_loglik(prior, maps: torch.Tensor, axes: dict[str, np.ndarray], chunk: int) -> np.ndarray:
+    """Learned log p(map_m | theta_ij), (M, n_1, n_2): each map against ``chunk`` contexts per call."""
+    om, s8 = np.meshgrid(axes["Omega_m"], axes["sigma_8"], indexing="ij")
+    ctx = {k: torch.as_tensor(v.reshape(-1), dtype=prior.dtype, device=prior.device)
+           for k, v in zip(NAMES, (om, s8))}
+    g = om.size
+    out = np.empty((len(maps), g))
+    with torch.no_grad():
+        for m in range(len(maps)):
+            x = maps[m].to(device=prior.device, dtype=prior.dtype)
+            for lo in range(0, g, chunk):
+                d = prior.distribution({k: v[lo:lo + chunk] for k, v in ctx.items()})
+                out[m, lo:lo + chunk] = d.log_prob(x).double().cpu().numpy()
+    return out.reshape(len(maps), *om.shape)
+
+
+def summarise(axes, log_w, truth, log_w_exact=None, exact_summary=None) -> dict:
+    """Metrics of one posterior set (see the module docstring)."""
+    s = hc.grid_summary(axes, log_w, truth, LEVELS)
+    m = len(truth)
+    res = {"rmse": {}, "mean_posterior_std": {}, "coverage_interval": {}, "coverage_hpd": {}}
+    for i, k in enumerate(NAMES):
+        res["rmse"][k] = hc.rmse(s["mean"][k], truth[:, i])
+        res["mean_posterior_std"][k] = float(np.mean(s["std"][k]))
+        res["coverage_interval"][k] = {str(q): hc.coverage(s["in_interval"][k][q]) for q in LEVELS}
+    res["coverage_hpd"] = {str(q): hc.coverage(s["in_hpd"][q]) for q in LEVELS}
+    res["coverage_binomial_se"] = {str(q): hc.binomial_se(q, m) for q in LEVELS}
+    if log_w_exact is not None:
+        kl = hc.discrete_kl(log_w_exact, log_w)
+        kl_rev = hc.discrete_kl(log_w, log_w_exact)
+        res["kl_exact_learned"] = {"mean": float(kl.mean()), "median": float(np.median(kl)),
+                                   "p90": float(np.percentile(kl, 90)), "max": float(kl.max())}
+        res["kl_learned_exact_mean"] = float(kl_rev.mean())
+        res["rmse_ratio"] = {k: res["rmse"][k] / exact_summary["rmse"][k] for k in NAMES}
+        res["std_ratio"] = {k: res["mean_posterior_std"][k] / exact_summary["mean_posterior_std"][k]
+                            for k in NAMES}
+        res["mean_shift_in_exact_std"] = {
+            k: {"mean_abs": float(np.mean(np.abs(s["mean"][k] - exact_summary["_s"]["mean"][k])
+                                          / exact_summary["_s"]["std"][k])),
+                "mean_signed": float(np.mean((s["mean"][k] - exact_summary["_s"]["mean"][k])
+                                             / exact_summary["_s"]["std"][k]))}
+            for k in NAMES}
+        res["targets"] = targets(res)
+    res["_s"] = s
+    return res
+
+
+def targets(res: dict) -> dict:
+    out = {}
+    for k in NAMES:
+        r = res["rmse_ratio"][k]
+        out[f"rmse_ratio_{k}<={TARGET_RMSE_RATIO}"] = {"value": r, "pass": bool(r <= TARGET_RMSE_RATIO)}
+    for q in LEVELS:
+        for k in NAMES:
+            c = res["coverage_interval"][k][str(q)]
+            ok = bool(abs(c - q) <= TARGET_COVERAGE_POINTS)
+            out[f"coverage_interval_{k}_{q}"] = {"value": c, "pass": ok}
+        c = res["coverage_hpd"][str(q)]
+        out[f"coverage_hpd_{q}"] = {"value": c, "pass": bool(abs(c - q) <= TARGET_COVERAGE_POINTS)}
+    kl = res["kl_exact_learned"]["mean"]
+    out[f"mean_kl<{TARGET_MEAN_KL}"] = {"value": kl, "pass": bool(kl < TARGET_MEAN_KL)}
+    out["all_pass"] = all(v["pass"] for v in out.values())
+    return out
+
+
+def script_kwargs(script, prior_path: str | None) -> dict:
+    """Model-script options for the exact (``prior_path`` None) or a learned likelihood."""
+    if prior_path is None:
+        return {"likelihood": "exact"}
+    # the option naming the learned likelihood is ``flow`` (formerly ``prior``)
+    key = "flow" if "flow" in inspect.signature(script.model).parameters else "prior"
+    return {"likelihood": "flow", key: prior_path}
+
+
+def engine_check(script, prior_path: str | None, map0: torch.Tensor, axes, chunk: int,
+                 log_w_direct: np.ndarray) -> dict:
+    """``bayessky.infer.grid`` on the model script vs the direct evaluation, one map."""
+    from bayessky.infer import grid
+
+    # bound with partial: the engine's own ``prior=`` keyword must not meet the script's options
+    model = functools.partial(script.model, **script_kwargs(script, prior_path))
+    t0 = time.perf_counter()
+    post = grid(model, map0, grid={k: torch.as_tensor(v) for k, v in axes.items()}, chunk_size=chunk)
+    dt = time.perf_counter() - t0
+    lw = hc.normalise_log_weights(np.log(np.maximum(post.weights, 1e-300))[None])[0]
+    mask = log_w_direct > np.log(1e-8)
+    return {"likelihood": model.keywords["likelihood"], "seconds": dt,
+            "max_abs_dlogw_where_w>1e-8": float(np.max(np.abs(lw - log_w_direct)[mask])),
+            "kl_direct_engine": float(hc.discrete_kl(log_w_direct[None], lw[None])[0])}
+
+
+def nuts_check(script, prior_path, maps, grid_summary_, axes, idx, args) -> list[dict]:
+    """NUTS on the model script vs the grid posterior for maps ``idx``."""
+    import arviz as az
+
+    from bayessky.infer import nuts
+
+    kw = script_kwargs(script, prior_path)
+    h = {k: float(v[1] - v[0]) for k, v in axes.items()}
+    rows = []
+    for m in idx:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            idata = nuts(script.model, maps[m], num_samples=args.nuts_samples, warmup_steps=args.nuts_warmup,
+                         progress_bar=False, seed=args.seed + m, **kw)
+        dt = time.perf_counter() - t0
+        row = {"map": int(m), "likelihood": kw["likelihood"], "seconds": dt,
+               "warnings": [str(w.message)[:160] for w in caught]}
+        for k in NAMES:
+            draws = np.asarray(idata.posterior[k].values, float)
+            ess = float(az.ess(draws))  # (chain, draw) array -> bulk ESS
+            gm = float(grid_summary_["mean"][k][m])
+            gs = math.sqrt(float(grid_summary_["std"][k][m]) ** 2 + h[k] ** 2 / 12)
+            nm, ns = float(draws.mean()), float(draws.std())
+            row[k] = {"nuts_mean": nm, "nuts_std": ns, "grid_mean": gm, "grid_std": gs, "ess_bulk": ess,
+                      "dmean_in_grid_std": (nm - gm) / gs, "std_ratio": ns / gs,
+                      "dmean_in_mcse": (nm - gm) / (ns / math.sqrt(max(ess, 1.0)))}
+        row["agree"] = all(abs(row[k]["dmean_in_grid_std"]) < 0.25 and abs(row[k]["std_ratio"] - 1) < 0.2
+                           for k in NAMES)
+        rows.append(row)
+        log(f"  nuts map {m} ({kw['likelihood']}): {dt:.1f}s, " + ", ".join(
+            f"{k} dmean {row[k]['dmean_in_grid_std']:+.3f} sd, std ratio {row[k]['std_ratio']:.3f}"
+            for k in NAMES))
+    return rows
+
+
+def figure(path: Path, axes, truth, exact: dict, learned: dict[str, dict], log_w: dict[str, np.ndarray],
+           examples: list[int]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(2, 3, figsize=(13, 8.2))
+    for i, k in enumerate(NAMES):
+        a = ax[0, i]
+        lo, hi = hc.BOX[k]
+        a.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        for j, (name, res) in enumerate(learned.items()):
+            a.scatter(exact["_s"]["mean"][k], res["_s"]["mean"][k], s=9, color=f"C{j}",
+                      label=f"{name} (RMSE ratio {res['rmse_ratio'][k]:.3f})")
+        a.set_xlabel(f"exact posterior mean {k}")
+        a.set_ylabel(f"learned posterior mean {k}")
+        a.legend(frameon=False, fontsize=8)
+    a = ax[0, 2]
+    for j, name in enumerate(learned):
+        kl = hc.discrete_kl(log_w["exact"], log_w[name])
+        a.hist(np.log10(np.maximum(kl, 1e-4)), bins=25, histtype="step", color=f"C{j}",
+               label=f"{name}: mean {kl.mean():.3f}, median {np.median(kl):.3f}")
+    a.axvline(np.log10(TARGET_MEAN_KL), color="k", ls=":", lw=1)
+    a.set_xlabel("log10 KL(exact || learned) per map [nats]")
+    a.set_ylabel("maps")
+    a.legend(frameon=False, fontsize=8)
+    om, s8 = axes["Omega_m"], axes["sigma_8"]
+    for col, m in enumerate(examples[:3]):
+        a = ax[1, col]
+        for j, name in enumerate(["exact"] + list(learned)):
+            w = np.exp(log_w[name][m])
+            t = [float(hc_threshold(w, q)) for q in (0.95, 0.68)]
+            color = "k" if name == "exact" else f"C{j - 1}"
+            if t[0] < t[1]:
+                a.contour(om, s8, w.T, levels=t, colors=[color], linewidths=[1.0, 1.8])
+            a.plot([], [], color=color, label=name)
+        a.plot(*truth[m], "r*", ms=10, label="truth")
+        a.set_xlim(*hc.BOX["Omega_m"])
+        a.set_ylim(*hc.BOX["sigma_8"])
+        a.set_xlabel("Omega_m")
+        a.set_ylabel("sigma_8")
+        a.set_title(f"map {m}: 68/95 % HPD", fontsize=9)
+        a.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def hc_threshold(w: np.ndarray, q: float) -> float:
+    """Weight level whose superlevel set holds mass >= q (for contour drawing)."""
+    srt = np.sort(w.ravel())[::-1]
+    cum = np.cumsum(srt)
+    return srt[min(int(np.searchsorted(cum, q * cum[-1])), len(srt) - 1)]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--prior", required=True, help="learned prior (name or folder), the main one")
+    p.add_argument("--baseline", action="append", default=[], help="further learned priors (repeatable)")
+    p.add_argument("--n-maps", type=int, default=100)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--grid", type=int, default=40)
+    p.add_argument("--seed", type=int, default=100_000)
+    p.add_argument("--out", default=None)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--chunk", type=int, default=None, help="grid contexts per flow call "
+                   "(default: all on cuda, 400 on cpu)")
+    p.add_argument("--nuts-maps", type=int, default=3)
+    p.add_argument("--nuts-samples", type=int, default=500)
+    p.add_argument("--nuts-warmup", type=int, default=300)
+    p.add_argument("--no-engine-check", action="store_true")
+    args = p.parse_args(argv)
+    if args.seed < 100_000:
+        raise SystemExit("--seed: must be >= 100000 (lower seeds may overlap training data)")
+
+    import bayessky
+    from bayessky.distributions.priors import resolve_prior
+
+    dev = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    chunk = args.chunk or (args.grid**2 if dev.type == "cuda" else 400)
+    torch.set_grad_enabled(True)
+    axes = hc.cell_axes(args.grid)
+    script = hc.load_hi_script()
+    grid_axes_script = {k: v.numpy() for k, v in script.grid(args.grid).items()}
+    for k in NAMES:  # the script's grid and ours must be the same cell centres
+        assert np.allclose(grid_axes_script[k], axes[k], atol=1e-12), k
+
+    t0 = time.perf_counter()
+    maps_np, truth = make_maps(args.n_maps, args.size, args.seed)
+    maps = torch.as_tensor(maps_np, device=dev)
+    log(f"{args.n_maps} maps {args.size}^2 in {time.perf_counter() - t0:.2f}s")
+
+    t0 = time.perf_counter()
+    ll_exact = exact_loglik(maps, axes)
+    t_exact = time.perf_counter() - t0
+    log_w = {"exact": hc.normalise_log_weights(ll_exact)}
+    exact = summarise(axes, log_w["exact"], truth)
+    log(f"exact grid: {t_exact:.2f}s; RMSE " + ", ".join(f"{k} {exact['rmse'][k]:.4f}" for k in NAMES))
+
+    priors = [args.prior] + list(args.baseline)
+    learned, timing, cards = {}, {"exact_grid_s": t_exact}, {}
+    for spec in priors:
+        path = str(resolve_prior(spec))
+        name = Path(path).name
+        prior = bayessky.load_prior(path, device=dev, dtype=dtype)
+        shape = tuple(prior.card.get("architecture", {}).get("shape", ()))
+        if shape and shape[-1] != args.size:
+            raise SystemExit(f"--prior: {name} models {shape} maps, not --size {args.size}")
+        if list(prior.context_names or []) != list(NAMES):
+            raise SystemExit(f"--prior: {name} is conditioned on {prior.context_names}, "
+                             f"expected {list(NAMES)}")
+        cards[name] = {"path": path, "kind": prior.kind, "metrics": prior.card.get("metrics"),
+                       "n_parameters": sum(q.numel() for q in prior.net.parameters())}
+        t0 = time.perf_counter()
+        ll = flow_loglik(prior, maps, axes, chunk)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        timing[f"{name}_grid_s"] = dt
+        timing[f"{name}_per_map_s"] = dt / args.n_maps
+        log_w[name] = hc.normalise_log_weights(ll)
+        learned[name] = summarise(axes, log_w[name], truth, log_w["exact"], exact)
+        r = learned[name]
+        log(f"{name}: grid {dt:.1f}s ({dt / args.n_maps:.3f}s/map, {args.grid**2} contexts); RMSE ratio "
+            + ", ".join(f"{k} {r['rmse_ratio'][k]:.3f}" for k in NAMES)
+            + f"; KL mean {r['kl_exact_learned']['mean']:.3f} median {r['kl_exact_learned']['median']:.3f}")
+        for key, v in r["targets"].items():
+            if key != "all_pass":
+                log(f"  [{'PASS' if v['pass'] else 'FAIL'}] {key}: {v['value']:.4f}")
+        log(f"  => {name}: {'ALL TARGETS PASS' if r['targets']['all_pass'] else 'SOME TARGETS FAIL'}")
+
+    main_path = str(resolve_prior(args.prior))
+    main_name = Path(main_path).name
+    checks = {}
+    if not args.no_engine_check:
+        checks["engine_vs_direct"] = [
+            engine_check(script, None, maps[0], axes, chunk, log_w["exact"][0]),
+            engine_check(script, main_path, maps[0], axes, chunk, log_w[main_name][0]),
+        ]
+        for c in checks["engine_vs_direct"]:
+            log(f"grid engine vs direct ({c['likelihood']}): max |dlog w| "
+                f"{c['max_abs_dlogw_where_w>1e-8']:.2e}, KL {c['kl_direct_engine']:.2e}, {c['seconds']:.1f}s")
+    if args.nuts_maps > 0:
+        idx = list(range(min(args.nuts_maps, args.n_maps)))
+        t0 = time.perf_counter()
+        checks["nuts_vs_grid"] = {
+            "exact": nuts_check(script, None, maps, exact["_s"], axes, idx, args),
+            main_name: nuts_check(script, main_path, maps, learned[main_name]["_s"], axes, idx, args),
+        }
+        timing["nuts_s"] = time.perf_counter() - t0
+
+    kl_main = hc.discrete_kl(log_w["exact"], log_w[main_name])
+    examples = [int(i) for i in np.argsort(kl_main)[[len(kl_main) // 2, int(0.9 * (len(kl_main) - 1)),
+                                                       len(kl_main) - 1]]]
+    result = {
+        "benchmark": "hi_vs_exact",
+        "data": {"family": "hi-toy-v1", "n_maps": args.n_maps, "size": args.size, "seed": args.seed,
+                 "grid": args.grid, "grid_kind": "cell centres over the prior box, uniform prior"},
+        "priors": cards,
+        "exact": {k: v for k, v in exact.items() if k != "_s"},
+        "learned": {n: {k: v for k, v in r.items() if k != "_s"} for n, r in learned.items()},
+        "checks": checks,
+        "timing": timing,
+        "examples_in_figure": examples,
+        "environment": {"device": str(dev), "dtype": args.dtype, "chunk": chunk, "torch": torch.__version__,
+                        "python": platform.python_version(), "commit": hc.git_commit(),
+                        "threads": torch.get_num_threads()},
+    }
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        figure(Path(args.out) / "hi_vs_exact.png", axes, truth, exact, learned, log_w, examples)
+    print(hc.write_json(result, args.out, "hi_vs_exact.json"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
