@@ -27,10 +27,12 @@ prefilter changes the power by -4.0 % (Keys a = -0.5) or +2.7 % (a = -0.75, torc
 ``grid_sample``) at s = 1, and still -0.3 % / +1.8 % at s = 2; Taylor-series lensing needs
 ~(ell d)^n / n! terms, i.e. 6-8 orders of mixed derivatives (O(n^2) FFTs) at ell = 2000. Cost of
 this method: one rfft at the map size, one irfft at ``s^2`` times the size, and 16 gathers per
-output pixel, batched on any device. ``tests/test_physics_lensing.py`` checks it against a
-brute-force Fourier series (error falls as s^-4: 2e-5 of the rms at s = 8 for white noise) and
-checks the lensed power of Gaussian realisations against an exact non-perturbative reference to
-< 0.3 % at 100 < ell < 2000 (statistical error 0.1 %).
+output pixel, batched on any device (measured on one H100, batch of 64 maps of 256^2, float32:
+0.08 ms per map forward, 0.16 ms forward + backward; 1024^2: 1.7 / 2.2 ms).
+``tests/test_physics_lensing.py`` checks it against a brute-force Fourier series (error falls as
+s^-4: 2e-5 of the rms at s = 8 for white noise) and checks the lensed power of Gaussian
+realisations against an exact non-perturbative reference to < 0.3 % at 100 < ell < 2000
+(statistical error 0.1 %).
 
 References:
     M. Unser, "Splines: a perfect fit for signal and image processing", IEEE SPM 16 (1999).

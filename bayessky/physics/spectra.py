@@ -216,7 +216,7 @@ def _guess_lensed(path: Path, kind: str) -> bool | None:
         return "lensed" in name
     if "lensedcls" in name or "lensedtotcls" in name:
         return True
-    if any(t in name for t in ("scalcls", "lenspotentialcls", "totcls", "tenscls")):
+    if any(t in name for t in ("scalcls", "lenspotentialcls", "totcls")):
         return False
     return None
 
