@@ -52,7 +52,7 @@ def _perturb(net: torch.nn.Module, scale: float, seed: int) -> torch.nn.Module:
     return net
 
 
-def _build(kind: str, size: int = 4) -> torch.nn.Module:
+def _build(kind: str, size: int = 4, scale: float = 0.15) -> torch.nn.Module:
     torch.manual_seed(0)
     shape = (1, size, size)
     levels = 1 if size == 2 else 2
@@ -71,7 +71,7 @@ def _build(kind: str, size: int = 4) -> torch.nn.Module:
         net = GAN((1, 8, 8), latent_dim=4, width=4)
     else:
         raise ValueError(kind)
-    net = _perturb(net.double(), 0.15 if kind in ("glow", "cglow", "maf") else 0.0, seed=1)
+    net = _perturb(net.double(), scale if kind in ("glow", "cglow", "maf") else 0.0, seed=1)
     return net.eval().requires_grad_(False)
 
 
@@ -86,8 +86,8 @@ def _card(kind: str) -> dict:
     return {"kind": kind.split("-")[0], "context": ctx, "transform": TRANSFORM}
 
 
-def make_prior(kind: str, size: int = 4):
-    net = _build(kind, size)
+def make_prior(kind: str, size: int = 4, scale: float = 0.15):
+    net = _build(kind, size, scale)
     if kind in FLOWS:
         return FlowPrior(net, _card(kind))
     return LatentVariablePrior(net, _card(kind))
@@ -220,20 +220,27 @@ def test_log_prob_vs_change_of_variables(kind):
 
 @pytest.mark.parametrize("flow_kind", FLOWS)
 def test_samples_match_log_prob_goodness_of_fit(flow_kind):
-    # tiny 1x2x2 flow: 4-dimensional maps; Pyro's nearest-neighbour GoF test needs > 1000 * dim
-    # draws and returns a p-value; Pyro's own suite fails below 5e-3 (TEST_FAILURE_RATE).
-    # The test assumes a locally flat density, which a strongly skewed log-normal breaks (std 0.5
-    # in log10 gives p = 0 or 1 for correct code); at std 0.1 correct code gives p = 0.04-0.14
-    # while dropping the log-Jacobian gives p = 0 and half of it p < 1e-5 (glow), 2e-3 (maf).
-    prior = make_prior(flow_kind, size=2)
+    """Pyro's nearest-neighbour goodness-of-fit test of samples against exp(log_prob), in user units.
+
+    Tiny 1x2x2 flows (4-D maps; the test needs > 1000 * dim draws). The test assumes a locally
+    flat density inside each nearest-neighbour ball, which 4500 draws in 4-D do not achieve: on
+    exact N(0, I) samples it returns p < 5e-3 (Pyro's TEST_FAILURE_RATE) in 12 % of seeds
+    (measured, 60 seeds), and more for skewed densities (log10 std 0.5 gave p = 0 or 1 for
+    correct code). So: log10 std 0.1, weights perturbed by 0.1, five sample sets, and at least
+    three must pass. Measured for correct code: 4-5 of 5 pass per kind; with the log-Jacobian
+    dropped from log_prob every set gives p = 0. The exact check of the density is
+    test_log_prob_vs_change_of_variables; this one checks that sample() draws from it.
+    """
+    prior = make_prior(flow_kind, size=2, scale=0.1)
     prior.transform = transform_from_config([{"name": "log10"},
                                              {"name": "standardise", "mean": 0.0, "std": 0.1}])
-    torch.manual_seed(0)
     d = _dist(prior, torch.tensor([0.3, 0.8], dtype=torch.float64))
-    x = d.sample((4500,))
-    probs = d.log_prob(x).exp()
-    gof = auto_goodness_of_fit(x.reshape(4500, 4), probs)
-    assert gof > 5e-3, gof
+    pvalues = []
+    for seed in range(5):
+        torch.manual_seed(seed)
+        x = d.sample((4500,))
+        pvalues.append(auto_goodness_of_fit(x.reshape(4500, 4), d.log_prob(x).exp()))
+    assert sum(p > 5e-3 for p in pvalues) >= 3, pvalues
 
 
 # -- persistence ----------------------------------------------------------------------------------
