@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -50,6 +51,9 @@ from ._adaptation import DualAveraging, Welford, adaptation_schedule
 __all__ = ["sample"]
 
 _MAX_DELTA_ENERGY = 1000.0  # Stan's and NumPyro's divergence threshold on H - H_0
+# Keep per-chain scalars on the host (numpy) or as tensors: None picks by device (host on CPU).
+# Tests set it to False to run the accelerator code path on CPU.
+_HOST_SCALARS: bool | None = None
 
 
 class _Metric:
@@ -164,29 +168,79 @@ def _find_reasonable_step_size(grad, metric, q, u, g, step_size, generator) -> T
     return step_size
 
 
+def _select_rows_host(mask: np.ndarray, a: Tensor, b: Tensor) -> Tensor:
+    """``where(mask[:, None], a, b)`` by whole-row copies, for a host-side boolean ``mask``.
+
+    On CPU ``torch.where`` over (chains, D) runs a scalar loop (about 4x an ``add``), and most
+    masks of a NUTS leaf are all-true or all-false, which costs nothing here.
+    """
+    k = int(np.count_nonzero(mask))
+    if k == len(mask):
+        return a
+    if k == 0:
+        return b
+    if 2 * k <= len(mask):
+        out = b.clone()
+        for i in np.flatnonzero(mask).tolist():
+            out[i] = a[i]
+    else:
+        out = a.clone()
+        for i in np.flatnonzero(~mask).tolist():
+            out[i] = b[i]
+    return out
+
+
+def _select_rows_device(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    return torch.where(mask.unsqueeze(-1), a, b)
+
+
 class _NUTS:
-    """One multinomial-NUTS transition for a batch of chains (see the module docstring)."""
+    """One multinomial-NUTS transition for a batch of chains (see the module docstring).
+
+    The (chains, D) state (positions, momenta, gradients, checkpoints) is always a torch tensor
+    on the input's device. The per-chain scalars (energies, log-weights, masks, random
+    numbers) live in ``xp``: numpy on CPU, where a torch tensor shares its memory with a numpy
+    array and numpy's dispatch on 4-element arrays is several times cheaper than torch's; torch
+    on accelerators, where host round trips would stall the device.
+    """
 
     def __init__(self, grad: _Gradient, metric: _Metric, max_tree_depth: int, q: Tensor):
         self.grad, self.metric, self.max_depth = grad, metric, max_tree_depth
         chains, dim = q.shape
+        self.kw = {"dtype": q.dtype, "device": q.device}
         # Checkpoints of the subtree being built: for an even leaf k, P_k = S_k - p_k / 2 (S the
         # running momentum sum) and V_k = M^-1 p_k, so the U-turn test of the balanced sub-tree
         # k..n only needs rho = (S_n - p_n / 2) - P_k (= sum_{k..n} p - (p_k + p_n) / 2).
-        self.ckpt_sum = torch.empty(max(max_tree_depth, 1), chains, dim, dtype=q.dtype, device=q.device)
+        self.ckpt_sum = torch.empty(max_tree_depth, chains, dim, **self.kw)
         self.ckpt_vel = torch.empty_like(self.ckpt_sum)
-        n_max = 2 ** (max_tree_depth - 1)
-        self.w_buf = torch.empty(n_max, chains, dtype=q.dtype, device=q.device)
-        self.dead_buf = torch.empty(n_max, chains, dtype=torch.bool, device=q.device)
-        self.sync_every = 1 if q.device.type == "cpu" else 8
         # Leaf n of a subtree stores its checkpoint at index popcount(n >> 1) (n even) and, for n
         # odd, tests the sub-trees closed by its trailing ones: indices idx_max - ones + 1..idx_max.
-        n_leaves = 2 ** max(max_tree_depth - 1, 0)
+        n_max = 2 ** (max_tree_depth - 1)
         self.ckpt_idx = []
-        for n in range(n_leaves):
+        for n in range(n_max):
             idx_max = bin(n >> 1).count("1")
             ones = len(bin(n)) - len(bin(n).rstrip("1")) if n & 1 else 0
             self.ckpt_idx.append((idx_max - ones + 1, idx_max))
+        self.host = q.device.type == "cpu" if _HOST_SCALARS is None else _HOST_SCALARS
+        if self.host:
+            self.xp = np
+            self.to_xp = Tensor.numpy  # zero-copy view
+            self.to_torch = torch.from_numpy
+            self.select = _select_rows_host
+            self.sync_every = 1  # a host check is free and lets a subtree stop early
+            self.w_buf = torch.empty(n_max, chains, dtype=q.dtype).numpy()
+            self.dead_buf = np.empty((n_max, chains), dtype=bool)
+            self.false = np.zeros(chains, dtype=bool)
+            self.zero_int = np.zeros(chains, dtype=np.int64)
+        else:
+            self.xp = torch
+            self.to_xp = self.to_torch = lambda t: t
+            self.select = _select_rows_device
+            self.sync_every = 8
+            self.w_buf = torch.empty(n_max, chains, **self.kw)
+            self.dead_buf = torch.empty(n_max, chains, dtype=torch.bool, device=q.device)
+            self.false = torch.zeros(chains, dtype=torch.bool, device=q.device)
+            self.zero_int = torch.zeros(chains, dtype=torch.long, device=q.device)
 
     def _subtree(self, depth, q, p, g, eps, h0, dead, log_u):
         """Integrate ``2^depth`` leaves from (q, p, g); uniform multinomial choice among them.
@@ -195,120 +249,119 @@ class _NUTS:
         last leaf, the subtree's log-weight, momentum sum and proposal, the updated ``dead`` and
         the per-chain step count, summed acceptance and divergence flag.
         """
+        xp, to_xp, select = self.xp, self.to_xp, self.select
         grad, velocity = self.grad, self.metric.velocity
-        ckpt_sum, ckpt_vel = self.ckpt_sum, self.ckpt_vel
+        ckpt_sum, ckpt_vel, ckpt_idx = self.ckpt_sum, self.ckpt_vel, self.ckpt_idx
         n_leaves = 2**depth
         # Per-leaf log-weights and masks go to buffers; the statistics are reduced once at the end.
         w_buf, dead_buf = self.w_buf[:n_leaves], self.dead_buf[:n_leaves]
         half = 0.5 * eps
-        weight = torch.full_like(h0, -math.inf)
+        weight = xp.full_like(h0, -math.inf)
         p_sum = torch.zeros_like(p)
         prop_q, prop_g, prop_u, prop_w = q, g, h0, weight
-        dead_c = dead.unsqueeze(-1)
         v = p
         n_done = n_leaves
         for n in range(n_leaves):
             p = torch.addcmul(p, half, g, value=-1.0)
-            q = torch.where(dead_c, q, torch.addcmul(q, eps, velocity(p)))
+            q = select(dead, q, torch.addcmul(q, eps, velocity(p)))
             u, g = grad(q)
             p = torch.addcmul(p, half, g, value=-1.0)
             v = velocity(p)
+            u = to_xp(u)
             # w = H0 - H, the leaf's log-weight; NaN or infinite energy => weight 0, divergence.
-            w = torch.sub(h0 - u, _vdot(p, v), alpha=0.5)
-            w = torch.nan_to_num(w, nan=-math.inf, posinf=-math.inf)
+            w = xp.nan_to_num(h0 - u - 0.5 * to_xp(_vdot(p, v)), nan=-math.inf, posinf=-math.inf)
             w_buf[n] = w
             dead_buf[n] = dead
-            new_weight = torch.logaddexp(weight, w)
+            new_weight = xp.logaddexp(weight, w)
             take = log_u[n] < w - new_weight
-            prop_u = torch.where(take, u, prop_u)
-            prop_w = torch.where(take, w, prop_w)
-            take = take.unsqueeze(-1)
-            prop_q = torch.where(take, q, prop_q)
-            prop_g = torch.where(take, g, prop_g)
+            prop_u = xp.where(take, u, prop_u)
+            prop_w = xp.where(take, w, prop_w)
+            prop_q = select(take, q, prop_q)
+            prop_g = select(take, g, prop_g)
             weight = new_weight
             p_sum += p
-            lo, hi = self.ckpt_idx[n]
+            lo, hi = ckpt_idx[n]
             stop = w < -_MAX_DELTA_ENERGY
             if n % 2 == 0:
                 torch.add(p_sum, p, alpha=-0.5, out=ckpt_sum[hi])
                 ckpt_vel[hi].copy_(v)
             else:
                 rho = torch.add(p_sum, p, alpha=-0.5) - ckpt_sum[lo:hi + 1]
-                turning = torch.minimum(_vdot(ckpt_vel[lo:hi + 1], rho), _vdot(v, rho)) <= 0
-                stop = stop | turning.any(0)
+                d = to_xp(torch.minimum(_vdot(ckpt_vel[lo:hi + 1], rho), _vdot(v, rho)))
+                stop = stop | (d <= 0).any(0)
             dead = dead | stop
-            dead_c = dead.unsqueeze(-1)
             if (n + 1) % self.sync_every == 0 and n + 1 < n_leaves and bool(dead.all()):
                 n_done = n + 1
                 break
         live = ~dead_buf[:n_done]
         w_all = w_buf[:n_done]
-        steps = live.sum(0).to(h0.dtype)
-        accept = torch.where(live, w_all.clamp(max=0.0).exp(), 0.0).sum(0)
+        steps = live.sum(0)
+        accept = xp.where(live, xp.exp(w_all.clip(max=0.0)), 0.0).sum(0)
         diverging = (live & (w_all < -_MAX_DELTA_ENERGY)).any(0)
         return (q, p, g, v, weight, p_sum, prop_q, prop_u, prop_g, prop_w, dead, diverging, steps,
                 accept)
 
     def transition(self, q0: Tensor, u0: Tensor, g0: Tensor, step_size: Tensor, generator):
-        metric, max_depth = self.metric, self.max_depth
+        """One NUTS draw per chain from (q0, U(q0), grad U(q0)); returns (q, U, grad, stats)."""
+        xp, to_xp, select, metric, max_depth = self.xp, self.to_xp, self.select, self.metric, self.max_depth
         chains = q0.shape[0]
-        kw = {"dtype": q0.dtype, "device": q0.device}
+        kw = self.kw
         p0 = metric.momentum(torch.randn(q0.shape, generator=generator, **kw))
         v0 = metric.velocity(p0)
-        h0 = u0 + 0.5 * _vdot(p0, v0)
-        draws = torch.rand(2, max(max_depth, 1), chains, generator=generator, **kw)
-        going_right, log_u_top = draws[0] < 0.5, draws[1].log()
+        u0 = to_xp(u0)
+        h0 = u0 + 0.5 * to_xp(_vdot(p0, v0))
+        draws = to_xp(torch.rand(2, max_depth, chains, generator=generator, **kw))
+        going_right, log_u_top = draws[0] < 0.5, xp.log(draws[1])
+        step = to_xp(step_size)
         # Tree state: both ends (q, p, grad, velocity), the multinomial proposal with its
         # log-weight w = H0 - H, the tree's log-weight and the momentum sum of the trajectory.
         # A chain that is done keeps its proposal; its other fields may go stale, unused.
         ql, pl, gl, vl = q0, p0, g0, v0
         qr, pr, gr, vr = q0, p0, g0, v0
         prop_q, prop_u, prop_g = q0, u0, g0
-        prop_w = weight = torch.zeros_like(h0)
+        prop_w = weight = xp.zeros_like(h0)
         p_sum = p0
-        done = torch.zeros(chains, dtype=torch.bool, device=q0.device)
-        depth = torch.zeros(chains, dtype=torch.long, device=q0.device)
-        steps = torch.zeros_like(h0)
-        accept = torch.zeros_like(h0)
-        diverging = torch.zeros_like(done)
+        done = self.false
+        depth = self.zero_int
+        steps = self.zero_int
+        accept = xp.zeros_like(h0)
+        diverging = self.false
         for j in range(max_depth):
             if j > 0 and bool(done.all()):
                 break
             right = going_right[j]
-            rc = right.unsqueeze(-1)
-            eps = torch.where(right, step_size, -step_size).unsqueeze(-1)
-            log_u = torch.rand(2**j, chains, generator=generator, **kw).log()
+            eps = self.to_torch(xp.where(right, step, -step)).unsqueeze(-1)
+            log_u = xp.log(to_xp(torch.rand(2**j, chains, generator=generator, **kw)))
             (q, p, g, v, w_sub, p_sum_sub, sq, su, sg, sw, dead, div, n_steps, acc) = self._subtree(
-                j, torch.where(rc, qr, ql), torch.where(rc, pr, pl), torch.where(rc, gr, gl), eps, h0,
-                done, log_u)
-            steps += n_steps
-            accept += acc
-            diverging |= div
-            depth += ~done
+                j, select(right, qr, ql), select(right, pr, pl), select(right, gr, gl), eps, h0, done,
+                log_u)
+            steps = steps + n_steps
+            accept = accept + acc
+            diverging = diverging | div
+            depth = depth + ~done
             # Biased progressive sampling: move to the new subtree with prob min(1, W_new / W_old),
             # never to a subtree that turned or diverged, nor for a chain already done.
             take = ~dead & (log_u_top[j] < w_sub - weight)
-            prop_u = torch.where(take, su, prop_u)
-            prop_w = torch.where(take, sw, prop_w)
-            take = take.unsqueeze(-1)
-            prop_q = torch.where(take, sq, prop_q)
-            prop_g = torch.where(take, sg, prop_g)
-            weight = torch.logaddexp(weight, w_sub)
+            prop_u = xp.where(take, su, prop_u)
+            prop_w = xp.where(take, sw, prop_w)
+            prop_q = select(take, sq, prop_q)
+            prop_g = select(take, sg, prop_g)
+            weight = xp.logaddexp(weight, w_sub)
             p_sum = p_sum + p_sum_sub
-            qr, pr, gr, vr = (torch.where(rc, a, b) for a, b in ((q, qr), (p, pr), (g, gr), (v, vr)))
-            ql, pl, gl, vl = (torch.where(rc, b, a) for a, b in ((q, ql), (p, pl), (g, gl), (v, vl)))
+            qr, pr, gr, vr = (select(right, a, b) for a, b in ((q, qr), (p, pr), (g, gr), (v, vr)))
+            ql, pl, gl, vl = (select(right, b, a) for a, b in ((q, ql), (p, pl), (g, gl), (v, vl)))
             rho = p_sum - 0.5 * (pl + pr)
-            turning = torch.minimum(_vdot(vl, rho), _vdot(vr, rho)) <= 0
+            turning = to_xp(torch.minimum(_vdot(vl, rho), _vdot(vr, rho))) <= 0
             done = dead | turning
         stats = {
-            "accept_prob": accept / steps.clamp(min=1),
+            "accept_prob": accept / steps.clip(min=1),
             "num_steps": steps,
             "tree_depth": depth,
             "diverging": diverging,
             "energy": h0 - prop_w,
             "potential_energy": prop_u,
         }
-        return prop_q, prop_u, prop_g, stats
+        return prop_q, self.to_torch(prop_u), prop_g, stats
 
 
 def _as_step_size(step_size, chains: int, like: Tensor) -> Tensor:
@@ -428,7 +481,8 @@ def sample(
             for it in range(warmup_steps + num_samples):
                 q, u, g, stats = nuts.transition(q, u, g, eps, generator)
                 if it < warmup_steps:
-                    log_eps = averaging.update(stats["accept_prob"], target_accept)
+                    accept_prob = torch.as_tensor(stats["accept_prob"]).to(**kw)
+                    log_eps = averaging.update(accept_prob, target_accept)
                     if it == warmup_steps - 1:
                         log_eps = averaging.x_avg  # Stan keeps the averaged iterate
                     eps = log_eps.exp().clamp(finfo.tiny, finfo.max)
@@ -446,14 +500,14 @@ def sample(
                     i = it - warmup_steps
                     samples[:, i] = q
                     for k in stat_names:
-                        stats_out[k][:, i] = stats[k]
+                        stats_out[k][:, i] = torch.as_tensor(stats[k])
                 if bar is not None:
                     bar.update(1)
                     if it + 1 == warmup_steps:
                         bar.set_description("sample")
                     if it % 10 == 0:
                         bar.set_postfix(step=f"{float(eps.mean()):.3g}",
-                                        depth=f"{float(stats['tree_depth'].float().mean()):.2g}")
+                                        depth=f"{float(stats['tree_depth'].sum()) / chains:.2g}")
         finally:
             if bar is not None:
                 bar.close()
