@@ -47,11 +47,12 @@ def _card(kind, context_dim=0):
 def test_converges_to_closed_form_and_reports_exact_metrics(tmp_path, toy_kind):
     train, val = _data(2000, 0), _data(500, 1)
     model = AffineFlow(SHAPE)
-    cfg = TrainConfig(epochs=40, batch_size=200, lr=0.05, progress=False, lr_patience=3)
+    cfg = TrainConfig(epochs=40, batch_size=500, lr=0.05, progress=False, lr_patience=3)
     res = fit(model, train, val, config=cfg, out=tmp_path, card=_card(toy_kind))
     # MLE of a per-pixel Gaussian = sample mean and (biased) sample std of the training maps.
-    # Adam ends within its step noise: 0.03 in mean, 3 % in std (both ~10x the standard error
-    # of the training set estimate would be irrelevant here: we compare with the MLE itself).
+    # Adam ends within its step noise of the MLE (measured: 0.014 in mean, 1.4 % in std);
+    # tolerances 0.03 and 3 % leave a factor 2 and are below the MLE's own standard error
+    # (sd / sqrt(2000) ~ 0.03), so they test convergence to the optimum, not just "it learned".
     np.testing.assert_allclose(model.mu.detach().numpy(), train.mean(0).numpy(), atol=0.03)
     np.testing.assert_allclose(model.log_s.exp().detach().numpy(), train.std(0, unbiased=False).numpy(),
                                rtol=0.03)
