@@ -23,7 +23,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .._validate import as_tensor, check_map
 from . import _context
@@ -37,7 +36,8 @@ from .coupling import (
 )
 from .layers import (
     actnorm_statistics,
-    circular_pad,
+    conv1x1,
+    conv_input,
     lu_weight,
     lu_weight_inverse,
     random_lu,
@@ -47,7 +47,6 @@ from .layers import (
 
 __all__ = ["Glow", "ConditionalGlow", "FlowSteps", "SplitPrior", "TopPrior"]
 
-_CL = torch.channels_last
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
@@ -113,7 +112,7 @@ class FlowSteps(nn.Module):
         return ps + ((self.an_log_scale, self.an_bias) if self.an_log_scale is not None else ())
 
     def _assemble(self, inverse: bool):
-        """Folded (weights (K, C, C, 1, 1), biases (K, C) or None, log|det| per pixel (K,))."""
+        """Folded (weights (K, C, C), biases (K, C) or None, log|det| per pixel (K,))."""
         lu = (self.perm, self.lower, self.upper, self.sign_s, self.log_s)
         ld = self.log_s.sum(-1)
         an_s, an_b = self.an_log_scale, self.an_bias
@@ -132,7 +131,7 @@ class FlowSteps(nn.Module):
                 bias = -an_b * inv
         if an_s is not None:
             ld = ld + an_s.sum(-1)
-        return w[..., None, None], bias, ld
+        return w, bias, ld
 
     def folded(self, inverse: bool = False):
         """Per-step folded convolutions: (list of K weights, list of K biases or Nones, ld (K,))."""
@@ -180,29 +179,39 @@ class FlowSteps(nn.Module):
         Returns:
             (y, log|det dy/dx| (B,)).
         """
-        init = self.training and not self._all_initialized
-        if init:
-            self._all_initialized = bool(self.initialized.all())
-            init = not self._all_initialized
-        if not init:
-            ws, bs, ld_mix = self.folded(False)
+        if self.training and not self._all_initialized:
+            self._initialize(x, context, injections)
+        ws, bs, ld_mix = self.folded(False)
         coupling = [w.unbind(0) for w in self.coupling]
         ld = x.new_zeros(x.shape[0])
         for k in range(self.steps):
-            if init:  # first training batch only: initialise, then fold with the new values
-                if not bool(self.initialized[k]):
-                    self._initialize_step(k, x)
-                ws, bs, ld_mix = self.folded(False)
-            x = F.conv2d(x, ws[k], bs[k])
+            x = conv1x1(x, ws[k], bs[k])
             if injections is not None:
                 x, l = inject(x, *injections[k])
                 ld = ld + l
             x, l = affine_coupling(x, context, [w[k] for w in coupling], inplace=inplace,
                                    **self._coupling_kw())
             ld = ld + l
-        if init:
-            self._all_initialized = True
         return x, ld + ld_mix.sum() * (x.shape[2] * x.shape[3])
+
+    @torch.no_grad()
+    def _initialize(self, x, context, injections) -> None:
+        """ActNorm's data-dependent init (first training batch): a graph-free pass through the
+        steps, initialising each step on its own input before applying it."""
+        if bool(self.initialized.all()):
+            self._all_initialized = True
+            return
+        coupling = [w.unbind(0) for w in self.coupling]
+        for k in range(self.steps):
+            if not bool(self.initialized[k]):
+                self._initialize_step(k, x)
+            w, b, _ = self._assemble(False)
+            x = conv1x1(x, w[k], b[k])
+            if injections is not None:
+                x, _ = inject(x, injections[k][0].detach(), injections[k][1].detach())
+            x, _ = affine_coupling(x, None if context is None else context.detach(),
+                                   [w[k] for w in coupling], **self._coupling_kw())
+        self._all_initialized = True
 
     def inverse(self, y: torch.Tensor, context: torch.Tensor | None = None, injections=None,
                 inplace: bool = False):
@@ -217,7 +226,7 @@ class FlowSteps(nn.Module):
             if injections is not None:
                 y, l = inject(y, *injections[k], inverse=True)
                 ld = ld + l
-            y = F.conv2d(y, ws[k], bs[k])
+            y = conv1x1(y, ws[k], bs[k])
         return y, ld - ld_mix.sum() * (y.shape[2] * y.shape[3])
 
 
@@ -248,7 +257,7 @@ class SplitPrior(nn.Module):
                     if context_dim and context_width else None)
 
     def params(self, keep: torch.Tensor, context: torch.Tensor | None):
-        h = self.conv(circular_pad(keep, 1) if self.periodic else keep)
+        h = self.conv(conv_input(keep, None, 1 if self.periodic else 0)).contiguous()
         if self.mlp is not None:
             h = h + self.mlp(context)[0][:, :, None, None]
         return h[:, : self.out], h[:, self.out:]
@@ -428,10 +437,9 @@ class _MultiscaleGlow(nn.Module):
         ld = latents[0].new_zeros(latents[0].shape[0])
         x = None
         for lvl, eps in zip(reversed(self.levels), reversed(latents)):
-            eps = eps.contiguous(memory_format=_CL)
             if lvl.split:
                 z, l = lvl.prior.unstandardize(eps, x, c)
-                x = torch.cat([x, z], 1).contiguous(memory_format=_CL)
+                x = torch.cat([x, z], 1)
             else:
                 x, l = lvl.prior.unstandardize(eps, c)
             x, l2 = lvl.steps.inverse(x, c, lvl.injections(c), inplace=True)
