@@ -135,25 +135,35 @@ class GridPosterior:
         return {k: self._out(self.axes[k][s]) for k, s in zip(self.names, sub)}
 
     # -- credible regions ------------------------------------------------------------------------
+    @property
+    def density(self) -> np.ndarray:
+        """Posterior density at the grid points (mass / cell volume), (M, *shape) or (*shape)."""
+        return self._out(self._w / self.cell_volume)
+
     def contour_levels(self, levels: Sequence[float] = (0.68, 0.95)) -> np.ndarray:
-        """Weight thresholds t_q with mass{w >= t_q} >= q (highest-density regions), (M, L) or (L,)."""
+        """Density thresholds t_q of the highest-posterior-density regions, (M, L) or (L,).
+
+        The region {density >= t_q} is the smallest set of grid cells, taken in order of decreasing
+        density, whose mass reaches q; draw it with ``contour(axes..., density, levels=t_q)``.
+        """
         levels = np.asarray(levels, dtype=float)
         if levels.ndim != 1 or np.any((levels <= 0) | (levels >= 1)):
             raise ValueError(f"levels: expected probabilities in (0, 1), got {levels.tolist()}")
-        flat = self._w.reshape(self._w.shape[0], -1)
-        srt = -np.sort(-flat, axis=1)
-        cum = np.cumsum(srt, axis=1)
-        out = np.empty((flat.shape[0], len(levels)))
-        for m in range(flat.shape[0]):
-            idx = np.minimum(np.searchsorted(cum[m], levels * cum[m, -1] - 1e-12), flat.shape[1] - 1)
-            out[m] = srt[m, idx]
+        dens = (self._w / self.cell_volume).reshape(self._w.shape[0], -1)
+        mass = self._w.reshape(self._w.shape[0], -1)
+        out = np.empty((dens.shape[0], len(levels)))
+        for m in range(dens.shape[0]):
+            order = np.argsort(-dens[m], kind="stable")
+            cum = np.cumsum(mass[m, order])
+            idx = np.minimum(np.searchsorted(cum, levels * cum[-1] - 1e-12), order.size - 1)
+            out[m] = dens[m, order[idx]]
         return self._out(out)
 
     def credible_region(self, level: float = 0.68) -> np.ndarray:
         """Boolean mask of the highest-posterior-density region holding >= ``level`` of the mass."""
-        t = np.asarray(self.contour_levels([level]))
-        t = t.reshape(-1, 1)[:, 0].reshape((-1,) + (1,) * len(self.shape))
-        return self._out(self._w >= t)
+        t = np.asarray(self.contour_levels([level])).reshape(-1, 1)[:, 0]
+        t = t.reshape((-1,) + (1,) * len(self.shape))
+        return self._out(self._w / self.cell_volume >= t)
 
     # -- samples ---------------------------------------------------------------------------------
     def sample(self, num_samples: int, seed: int | None = 0, jitter: bool = False) -> dict[str, np.ndarray]:

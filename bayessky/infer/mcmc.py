@@ -21,8 +21,8 @@ import torch
 from pyro.infer import HMC, MCMC, NUTS
 from pyro.infer.mcmc.util import initialize_model
 
-from ._model import BatchEvaluator, FlatPotential, init_strategy_fn, seeded
 from ._idata import build_inference_data
+from ._model import BatchEvaluator, FlatPotential, init_strategy_fn, seeded
 
 __all__ = ["nuts", "hmc"]
 
@@ -97,8 +97,8 @@ def _check_common(name, num_samples, warmup_steps, num_chains, target_accept_pro
 
 def _resolve_init(name, init_strategy, model, args, kwargs, seed):
     if isinstance(init_strategy, str) and init_strategy == "map":
-        from .optimize import map as _map
         from ._compat import get_group
+        from .optimize import map as _map
 
         idata = _map(model, *args, steps=200, seed=seed, progress_bar=False, **kwargs)
         post = get_group(idata, "posterior")

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ._compat import add_group
 from ._idata import build_inference_data
-from ._model import BatchEvaluator, to_batch, init_strategy_fn, seeded
+from ._model import BatchEvaluator, init_strategy_fn, seeded, to_batch
 
 __all__ = ["map", "fit_guide", "guide_draws"]
 
@@ -38,10 +38,18 @@ def fit_guide(model, guide, args, kwargs, *, steps: int, optimizer: str, lr: flo
     guide's parameters; ``"adam"`` runs ``ClippedAdam`` steps with optional geometric decay of
     the learning rate from ``lr`` to ``final_lr``.
     """
-    elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=False)
-    loss_fn = elbo.differentiable_loss
     with torch.no_grad():
         guide(*args, **kwargs)  # materialise the guide's parameters
+    loss_fn = Trace_ELBO(num_particles=num_particles).differentiable_loss
+    if num_particles > 1:
+        # particles in one vectorised model/guide call when the model broadcasts (much cheaper)
+        vec = Trace_ELBO(num_particles=num_particles, vectorize_particles=True).differentiable_loss
+        try:
+            with torch.no_grad():
+                if torch.isfinite(vec(model, guide, *args, **kwargs)):
+                    loss_fn = vec
+        except Exception:  # noqa: BLE001 - the model does not broadcast over particles
+            pass
     params = [p for p in guide.parameters() if p.requires_grad]
     losses: list[float] = []
     bar = tqdm(total=steps, desc=name, disable=not progress_bar, leave=False)

@@ -114,4 +114,5 @@ def svi(
             {"inference_library": "pyro", "engine": "svi",
              "guide": guide if isinstance(guide, str) else getattr(guide, "__name__", "callable"),
              "seed": -1 if seed is None else seed})
-        return add_group(idata, "optimization", {"loss": torch.tensor(losses, dtype=torch.float64)}, {"loss": ["step"]})
+        loss = torch.tensor(losses, dtype=torch.float64)
+        return add_group(idata, "optimization", {"loss": loss}, {"loss": ["step"]})
