@@ -161,7 +161,8 @@ def fit_wgan_gp(
             d_sum = g_sum = 0.0
             d_count = g_count = 0
             for b in range(0, n, cfg.batch_size):
-                real = train.maps.index_select(0, perm[b:b + cfg.batch_size]).to(device=dev, dtype=dtype)
+                sel = perm[b:b + cfg.batch_size].to(train.maps.device)
+                real = train.maps.index_select(0, sel).to(device=dev, dtype=dtype)
                 if augment is not None:
                     real = augment(real, gens["augment"])
                 m = real.shape[0]

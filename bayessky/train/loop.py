@@ -235,9 +235,9 @@ def fit(
             total = 0.0
             for b in range(0, n, cfg.batch_size):
                 idx = perm[b:b + cfg.batch_size]
-                x = train.maps.index_select(0, idx).to(device=dev, dtype=dtype)
+                x = train.maps.index_select(0, idx.to(train.maps.device)).to(device=dev, dtype=dtype)
                 c = train.context
-                c = None if c is None else c.index_select(0, idx).to(device=dev, dtype=dtype)
+                c = None if c is None else c.index_select(0, idx.to(c.device)).to(device=dev, dtype=dtype)
                 if augment is not None:
                     x = augment(x, gens["augment"])
                 per_map = objective(model, x, c)
