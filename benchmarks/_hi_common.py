@@ -97,11 +97,15 @@ def central_interval(values: np.ndarray, mass: np.ndarray, level: float) -> tupl
     edges = np.concatenate([values - h / 2, values[-1:] + h / 2])
     cdf = np.concatenate([np.zeros(mass.shape[:-1] + (1,)), np.cumsum(mass, -1)], -1)
     cdf = cdf / cdf[..., -1:]
-    flat = cdf.reshape(-1, cdf.shape[-1])
     out = []
     for q in ((1 - level) / 2, (1 + level) / 2):
-        # np.interp needs an increasing x; a flat CDF stretch (zero-mass cells) is harmless here
-        out.append(np.array([np.interp(q, c, edges) for c in flat]).reshape(mass.shape[:-1]))
+        # first edge j with cdf_j >= q (cdf_0 = 0 < q), then linear between edges j-1 and j;
+        # a zero-mass cell (flat CDF) is never the one the quantile falls in
+        j = np.clip(np.sum(cdf < q, axis=-1), 1, len(edges) - 1)[..., None]
+        c0, c1 = np.take_along_axis(cdf, j - 1, -1)[..., 0], np.take_along_axis(cdf, j, -1)[..., 0]
+        e0 = edges[j[..., 0] - 1]
+        frac = np.where(c1 > c0, (q - c0) / np.where(c1 > c0, c1 - c0, 1.0), 0.0)
+        out.append(e0 + frac * h)
     return out[0], out[1]
 
 
@@ -120,7 +124,8 @@ def hpd_threshold(weights: np.ndarray, level: float) -> np.ndarray:
     flat = w.reshape(w.shape[0], -1)
     srt = -np.sort(-flat, axis=1)
     cum = np.cumsum(srt, axis=1)
-    k = np.array([min(int(np.searchsorted(c, level * c[-1] - 1e-12)), len(c) - 1) for c in cum])
+    # first sorted cell at which the cumulative mass reaches the level (searchsorted, per row)
+    k = np.minimum(np.sum(cum < level * cum[:, -1:] - 1e-12, axis=1), flat.shape[1] - 1)
     return srt[np.arange(len(srt)), k]
 
 

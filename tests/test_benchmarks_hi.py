@@ -80,8 +80,8 @@ def test_hpd_membership_is_the_chi2_ellipse():
         # the region holds at least the requested mass, and at most one more (boundary) cell's worth
         mass = float(w[0][inside].sum())
         assert q <= mass < q + t * np.sum(w[0] == t) + 1e-12
-        # hpd_contains agrees with the threshold, cell by cell (every 7th cell, both axes)
-        idx = np.array([[i, j] for i in range(0, n, 7) for j in range(0, n, 7)])
+        # hpd_contains agrees with the threshold, cell by cell (every 23rd cell, both axes)
+        idx = np.array([[i, j] for i in range(0, n, 23) for j in range(0, n, 23)])
         got = hc.hpd_contains(np.broadcast_to(w, (len(idx), n, n)), idx, q)
         assert np.array_equal(got, inside[idx[:, 0], idx[:, 1]])
 
@@ -107,9 +107,9 @@ def _gaussian_toy(n_rep: int, scale: float, seed: int = 1):
     rng = np.random.default_rng(seed)
     theta = rng.standard_normal((n_rep, 2))
     x = theta + rng.standard_normal((n_rep, 2))
-    # cell centres, h = 0.15 = 0.21 posterior sd (the 40 x 40 hi grid has h ~ 0.17 sd); the box
-    # edge at +-6 is ~ 4.5 posterior sd or more from every posterior mean x / 2
-    ax = -6 + (np.arange(81) + 0.5) * 12 / 81
+    # cell centres, h = 0.197 = 0.28 posterior sd (the 40 x 40 hi grid has h ~ 0.17-0.2 sd); the
+    # box edge at +-6 is ~ 4.5 posterior sd or more from every posterior mean x / 2
+    ax = -6 + (np.arange(61) + 0.5) * 12 / 61
     axes = {"a": ax, "b": ax}
     sd = scale * math.sqrt(0.5)
     lw = (-0.5 * ((ax[None, :, None] - x[:, 0, None, None] / 2) ** 2
@@ -128,10 +128,11 @@ def test_coverage_and_rmse_of_a_gaussian_toy(scale):
         ref_int = 2 * stats.norm.cdf(scale * stats.norm.ppf(0.5 + q / 2)) - 1
         ref_hpd = stats.chi2.cdf(scale**2 * stats.chi2.ppf(q, 2), 2)
         # binomial noise sd <= sqrt(0.25 / 2000) = 1.1 points: 4 sd = 4.5 points; the HPD adds
-        # grid discreteness (the truth's cell vs the boundary; the region holds >= q) ~ 1-2 points
+        # grid discreteness (the truth's cell vs the boundary; the region holds >= q) ~ 0.5 point
+        # (measured over seeds 1-3: all deviations <= 1.8 points)
         for k in ("a", "b"):
             assert abs(hc.coverage(s["in_interval"][k][q]) - ref_int) < 0.045
-        assert abs(hc.coverage(s["in_hpd"][q]) - ref_hpd) < 0.06
+        assert abs(hc.coverage(s["in_hpd"][q]) - ref_hpd) < 0.05
     # Bayes risk of the posterior mean = posterior variance 1/2 (independent of ``scale``: the
     # mean is the same); MSE estimate has relative sd sqrt(2/2000) = 3.2 %, so 4 sd = 13 %
     for i, k in enumerate(("a", "b")):
