@@ -168,29 +168,36 @@ def _find_reasonable_step_size(grad, metric, q, u, g, step_size, generator) -> T
     return step_size
 
 
-def _select_rows_host(mask: np.ndarray, a: Tensor, b: Tensor) -> Tensor:
-    """``where(mask[:, None], a, b)`` by whole-row copies, for a host-side boolean ``mask``.
+_NP_DTYPE = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
 
-    On CPU ``torch.where`` over (chains, D) runs a scalar loop (about 4x an ``add``), and most
-    masks of a NUTS leaf are all-true or all-false, which costs nothing here.
+
+def _where_rows_host(mask: np.ndarray, a: Tensor, b: Tensor) -> Tensor:
+    """``where(mask[:, None], a, b)`` for a host-side boolean ``mask``; free when it is uniform."""
+    k = int(np.count_nonzero(mask))
+    if k == len(mask):
+        return a
+    if k == 0:
+        return b
+    return torch.where(torch.from_numpy(mask).unsqueeze(-1), a, b)
+
+
+def _blend_rows_host(mask: np.ndarray, a: Tensor, b: Tensor) -> Tensor:
+    """Rows of ``a`` where ``mask`` else rows of ``b``, exact when both rows are finite.
+
+    ``torch.lerp(b, a, w)`` returns ``b`` for ``w = 0`` and ``a`` for ``w = 1`` exactly (it
+    evaluates ``a - (a - b)(1 - w)`` for ``w >= 0.5``) and is vectorised on CPU, where
+    ``torch.where`` over (chains, D) runs a scalar loop at about 4x the cost of an ``add``. Used
+    where rows that are not finite belong to chains whose values are discarded anyway.
     """
     k = int(np.count_nonzero(mask))
     if k == len(mask):
         return a
     if k == 0:
         return b
-    if 2 * k <= len(mask):
-        out = b.clone()
-        for i in np.flatnonzero(mask).tolist():
-            out[i] = a[i]
-    else:
-        out = a.clone()
-        for i in np.flatnonzero(~mask).tolist():
-            out[i] = b[i]
-    return out
+    return torch.lerp(b, a, torch.from_numpy(mask.astype(_NP_DTYPE[a.dtype])).unsqueeze(-1))
 
 
-def _select_rows_device(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
+def _where_rows_device(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return torch.where(mask.unsqueeze(-1), a, b)
 
 
@@ -226,7 +233,7 @@ class _NUTS:
             self.xp = np
             self.to_xp = Tensor.numpy  # zero-copy view
             self.to_torch = torch.from_numpy
-            self.select = _select_rows_host
+            self.select, self.blend = _where_rows_host, _blend_rows_host
             self.sync_every = 1  # a host check is free and lets a subtree stop early
             self.w_buf = torch.empty(n_max, chains, dtype=q.dtype).numpy()
             self.dead_buf = np.empty((n_max, chains), dtype=bool)
@@ -235,7 +242,7 @@ class _NUTS:
         else:
             self.xp = torch
             self.to_xp = self.to_torch = lambda t: t
-            self.select = _select_rows_device
+            self.select = self.blend = _where_rows_device
             self.sync_every = 8
             self.w_buf = torch.empty(n_max, chains, **self.kw)
             self.dead_buf = torch.empty(n_max, chains, dtype=torch.bool, device=q.device)
@@ -249,35 +256,54 @@ class _NUTS:
         last leaf, the subtree's log-weight, momentum sum and proposal, the updated ``dead`` and
         the per-chain step count, summed acceptance and divergence flag.
         """
-        xp, to_xp, select = self.xp, self.to_xp, self.select
+        xp, to_xp, blend, host = self.xp, self.to_xp, self.blend, self.host
         grad, velocity = self.grad, self.metric.velocity
         ckpt_sum, ckpt_vel, ckpt_idx = self.ckpt_sum, self.ckpt_vel, self.ckpt_idx
         n_leaves = 2**depth
         # Per-leaf log-weights and masks go to buffers; the statistics are reduced once at the end.
         w_buf, dead_buf = self.w_buf[:n_leaves], self.dead_buf[:n_leaves]
-        half = 0.5 * eps
         weight = xp.full_like(h0, -math.inf)
         p_sum = torch.zeros_like(p)
         prop_q, prop_g, prop_u, prop_w = q, g, h0, weight
         v = p
         n_done = n_leaves
+        # Dead chains are frozen. On the host their step size is set to zero (q, p unchanged
+        # exactly; momenta made finite below so that 0 * p stays 0); on accelerators their
+        # position is kept by a where, NaN-proof without a host check.
+        n_dead = -1
+        eps_live, half = eps, 0.5 * eps
+        dead_c = None if host else dead.unsqueeze(-1)
         for n in range(n_leaves):
+            if host and n_dead != (k := int(np.count_nonzero(dead))):
+                n_dead = k
+                eps_live = eps * torch.from_numpy((~dead).astype(_NP_DTYPE[eps.dtype])).unsqueeze(-1)
+                half = 0.5 * eps_live
             p = torch.addcmul(p, half, g, value=-1.0)
-            q = select(dead, q, torch.addcmul(q, eps, velocity(p)))
+            if host:
+                q = torch.addcmul(q, eps_live, velocity(p))
+            else:
+                q = torch.where(dead_c, q, torch.addcmul(q, eps, velocity(p)))
             u, g = grad(q)
             p = torch.addcmul(p, half, g, value=-1.0)
             v = velocity(p)
             u = to_xp(u)
             # w = H0 - H, the leaf's log-weight; NaN or infinite energy => weight 0, divergence.
-            w = xp.nan_to_num(h0 - u - 0.5 * to_xp(_vdot(p, v)), nan=-math.inf, posinf=-math.inf)
+            w = h0 - u - 0.5 * to_xp(_vdot(p, v))
+            if host:
+                if not np.isfinite(w).all():
+                    w = np.where(np.isfinite(w), w, -math.inf)
+                    p, g = torch.nan_to_num(p, 0.0, 0.0, 0.0), torch.nan_to_num(g, 0.0, 0.0, 0.0)
+                    v = velocity(p)
+            else:
+                w = torch.nan_to_num(w, nan=-math.inf, posinf=-math.inf)
             w_buf[n] = w
             dead_buf[n] = dead
             new_weight = xp.logaddexp(weight, w)
             take = log_u[n] < w - new_weight
             prop_u = xp.where(take, u, prop_u)
             prop_w = xp.where(take, w, prop_w)
-            prop_q = select(take, q, prop_q)
-            prop_g = select(take, g, prop_g)
+            prop_q = blend(take, q, prop_q)
+            prop_g = blend(take, g, prop_g)
             weight = new_weight
             p_sum += p
             lo, hi = ckpt_idx[n]
@@ -290,6 +316,8 @@ class _NUTS:
                 d = to_xp(torch.minimum(_vdot(ckpt_vel[lo:hi + 1], rho), _vdot(v, rho)))
                 stop = stop | (d <= 0).any(0)
             dead = dead | stop
+            if not host:
+                dead_c = dead.unsqueeze(-1)
             if (n + 1) % self.sync_every == 0 and n + 1 < n_leaves and bool(dead.all()):
                 n_done = n + 1
                 break
@@ -303,7 +331,8 @@ class _NUTS:
 
     def transition(self, q0: Tensor, u0: Tensor, g0: Tensor, step_size: Tensor, generator):
         """One NUTS draw per chain from (q0, U(q0), grad U(q0)); returns (q, U, grad, stats)."""
-        xp, to_xp, select, metric, max_depth = self.xp, self.to_xp, self.select, self.metric, self.max_depth
+        xp, to_xp, metric, max_depth = self.xp, self.to_xp, self.metric, self.max_depth
+        select, blend = self.select, self.blend
         chains = q0.shape[0]
         kw = self.kw
         p0 = metric.momentum(torch.randn(q0.shape, generator=generator, **kw))
@@ -333,7 +362,7 @@ class _NUTS:
             eps = self.to_torch(xp.where(right, step, -step)).unsqueeze(-1)
             log_u = xp.log(to_xp(torch.rand(2**j, chains, generator=generator, **kw)))
             (q, p, g, v, w_sub, p_sum_sub, sq, su, sg, sw, dead, div, n_steps, acc) = self._subtree(
-                j, select(right, qr, ql), select(right, pr, pl), select(right, gr, gl), eps, h0, done,
+                j, blend(right, qr, ql), blend(right, pr, pl), blend(right, gr, gl), eps, h0, done,
                 log_u)
             steps = steps + n_steps
             accept = accept + acc
@@ -344,12 +373,14 @@ class _NUTS:
             take = ~dead & (log_u_top[j] < w_sub - weight)
             prop_u = xp.where(take, su, prop_u)
             prop_w = xp.where(take, sw, prop_w)
+            # NaN-proof here: a chain that is done keeps its proposal whatever its subtree holds.
             prop_q = select(take, sq, prop_q)
             prop_g = select(take, sg, prop_g)
             weight = xp.logaddexp(weight, w_sub)
             p_sum = p_sum + p_sum_sub
-            qr, pr, gr, vr = (select(right, a, b) for a, b in ((q, qr), (p, pr), (g, gr), (v, vr)))
-            ql, pl, gl, vl = (select(right, b, a) for a, b in ((q, ql), (p, pl), (g, gl), (v, vl)))
+            # Rows that are not finite can only belong to chains that are now done.
+            qr, pr, gr, vr = (blend(right, a, b) for a, b in ((q, qr), (p, pr), (g, gr), (v, vr)))
+            ql, pl, gl, vl = (blend(right, b, a) for a, b in ((q, ql), (p, pl), (g, gl), (v, vl)))
             rho = p_sum - 0.5 * (pl + pr)
             turning = to_xp(torch.minimum(_vdot(vl, rho), _vdot(vr, rho))) <= 0
             done = dead | turning
@@ -444,7 +475,9 @@ def sample(
     generator.manual_seed(int(seed))
     grad = _Gradient(potential_fn, chains)
 
-    with torch.no_grad():
+    # -inf - (-inf) = NaN in a log-weight difference is expected (a first leaf that diverged) and
+    # compares False, which is what the sampler wants: silence numpy's warnings about it.
+    with torch.no_grad(), np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         u, g = grad(q)
         bad = ~(torch.isfinite(u) & torch.isfinite(g).all(-1))
         if bad.any():
