@@ -47,6 +47,7 @@ def _check(idata, ref, engine):
         v = idata.posterior[k].values.reshape(-1)
         dev = (v.mean() - ref.mean[k]) / ref.std[k]
         out[k] = dev
+        print(f"\n{engine}: {k} mean dev {dev:+.3f} sd, sd ratio {v.std() / ref.std[k]:.3f}")
         assert abs(dev) < 0.2, (engine, k, dev)
         assert abs(v.std() / ref.std[k] - 1) < 0.2, (engine, k, v.std() / ref.std[k])
     return out

@@ -73,6 +73,7 @@ def test_grid_hi_toy_equals_numpy_formula():
     post = infer.grid(hi_model(hi_toy), torch.as_tensor(maps), grid=AXES)
     w_ref, ll_ref = np_grid_weights(maps)  # joint posterior of the 3 maps; uniform prior inside the box
     assert post.weights.shape == (40, 40)
+    print(f"\ngrid-hi-toy: max |w - w_numpy| = {np.abs(post.weights - w_ref).max():.2e}")
     assert np.abs(post.weights - w_ref).max() < 1e-6, np.abs(post.weights - w_ref).max()
     np.testing.assert_allclose(post.log_likelihood[0], ll_ref, rtol=1e-10)
     # evidence: sum_j L_j p(theta_j) dV with p = 1 / (0.4 * 0.4) and dV = 0.01^2

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import pyro
 import torch
 from pyro.infer import Predictive, Trace_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoLaplaceApproximation
@@ -157,7 +158,8 @@ def map(  # noqa: A001 - the public name of the engine
     _check_steps("map", steps)
     if laplace:
         _check_steps("map: num_samples", num_samples)
-    with seeded(seed):
+    # a private parameter store: guides of earlier fits (other shapes, same names) must not leak in
+    with seeded(seed), pyro.get_param_store().scope():
         init_fn = init_strategy_fn(init_strategy, "map: init_strategy")
         evaluator = BatchEvaluator(model, args, model_kwargs, name="map")
         latent = evaluator.info.latent

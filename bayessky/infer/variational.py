@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pyro
 import torch
 from pyro.infer.autoguide import (
     AutoGuide,
@@ -98,7 +99,8 @@ def svi(
             raise ValueError(f"svi: {arg} must be a positive integer, got {v!r}")
     if not lr > 0:
         raise ValueError(f"svi: lr must be positive, got {lr!r}")
-    with seeded(seed):
+    # a private parameter store: guides of earlier fits (other shapes, same names) must not leak in
+    with seeded(seed), pyro.get_param_store().scope():
         init_fn = init_strategy_fn(init_strategy, "svi: init_strategy")
         evaluator = BatchEvaluator(model, args, model_kwargs, name="svi")
         if not evaluator.info.latent:
