@@ -6,9 +6,10 @@ only on the features before i (in that transform's order) and on the context:
 .. math:: u_i = (x_i - \\mu_i(x_{<i}, c))\\, e^{-\\alpha_i(x_{<i}, c)}, \\qquad
           \\log|\\det \\partial u / \\partial x| = -\\sum_i \\alpha_i .
 
-Densities are one pass per transform; sampling inverts each transform by D sequential passes
-(the price of MAF). No BatchNorm between transforms: it makes the density depend on train/eval
-mode and on batch statistics, which a prior inside an inference engine must not.
+alpha is soft-clipped to (-7, 7) (as in zuko), so far tails stay finite. Densities are one pass
+per transform; sampling inverts each transform by D sequential passes (the price of MAF). No
+BatchNorm between transforms: it makes the density depend on train/eval mode and on batch
+statistics, which a prior inside an inference engine must not.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .coupling import ACTIVATIONS
 __all__ = ["MADE", "MAF", "MapMAF"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+LOG_SCALE_BOUND = 7.0
 
 
 class MADE(nn.Module):
@@ -76,7 +78,7 @@ class MADE(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 weights: list[torch.Tensor] | None = None, context_term: torch.Tensor | None = None):
-        """(B, D), (B, d) -> (mu, alpha), each (B, D).
+        """(B, D), (B, d) -> (mu, alpha), each (B, D); alpha is soft-clipped to (-7, 7).
 
         ``weights`` (from :meth:`masked`) and ``context_term`` (the context's contribution to the
         first layer) may be passed in precomputed, as the sequential sampler does.
@@ -91,7 +93,10 @@ class MADE(nn.Module):
                 h = h + context_term
             if i < len(self.layers) - 1:
                 h = self.act(h)
-        return h[:, : self.features], h[:, self.features:]
+        raw = h[:, self.features:]
+        # soft clip of the log-scale to (-7, 7) (as zuko's MAF): at most e^7 per transform, so
+        # densities far in the tails stay finite instead of overflowing to inf - inf = NaN
+        return h[:, : self.features], raw / (1.0 + raw.abs() / LOG_SCALE_BOUND)
 
 
 class MAF(nn.Module):
