@@ -18,6 +18,7 @@ import math
 from collections.abc import Callable
 
 import pyro
+import pyro.poutine as poutine
 import torch
 from pyro.infer import Predictive, Trace_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoLaplaceApproximation
@@ -39,8 +40,13 @@ def fit_guide(model, guide, args, kwargs, *, steps: int, optimizer: str, lr: flo
     guide's parameters; ``"adam"`` runs ``ClippedAdam`` steps with optional geometric decay of
     the learning rate from ``lr`` to ``final_lr``.
     """
-    with torch.no_grad():
-        guide(*args, **kwargs)  # materialise the guide's parameters
+    # materialise the guide's parameters and collect their unconstrained leaves (Pyro's idiom for
+    # custom objectives; works for autoguides and for plain guide functions using pyro.param)
+    with poutine.trace(param_only=True) as capture:
+        guide(*args, **kwargs)
+    params = list({id(t): t for t in (site["value"].unconstrained()
+                                      for site in capture.trace.nodes.values())}.values())
+    params = [p for p in params if p.requires_grad]
     loss_fn = Trace_ELBO(num_particles=num_particles).differentiable_loss
     if num_particles > 1:
         # particles in one vectorised model/guide call when the model broadcasts (much cheaper)
@@ -51,7 +57,6 @@ def fit_guide(model, guide, args, kwargs, *, steps: int, optimizer: str, lr: flo
                     loss_fn = vec
         except Exception:  # noqa: BLE001 - the model does not broadcast over particles
             pass
-    params = [p for p in guide.parameters() if p.requires_grad]
     losses: list[float] = []
     bar = tqdm(total=steps, desc=name, disable=not progress_bar, leave=False)
     if optimizer == "lbfgs":
@@ -152,7 +157,7 @@ def map(  # noqa: A001 - the public name of the engine
         ...     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
         ...     pyro.sample("obs", dist.Normal(mu, 1.0).expand([3]).to_event(1), obs=data)
         >>> idata = map(model, torch.tensor([1.0, 2.0, 3.0]))
-        >>> round(float(idata.posterior["mu"]), 4)   # = sum(data) / (n + 1)
+        >>> round(float(idata.posterior["mu"].values.item()), 4)   # = sum(data) / (n + 1)
         1.5
     """
     _check_steps("map", steps)
