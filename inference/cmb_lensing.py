@@ -35,23 +35,30 @@ Dust priors (``dust_prior``):
   (MAF) in pixel space with its exact density.
 - ``"none"``: no dust component.
 
-Parametrisation (why). Sampling f directly is hopeless: per Fourier mode its prior variance
-``S_f`` exceeds the posterior variance by up to ``S_f b^2 / sigma^2 ~ 10^6`` at a few
-uK-arcmin, and HMC's step size is set by the stiffest direction. The fields are therefore
-sampled in whitened coordinates, non-centred:
+Parametrisation. The fields are sampled non-centred, in whitened coordinates:
 
 .. math::
     f = \mathcal F^{-1} \sqrt{W_f}\, \mathcal F\, w_f, \qquad
-    W_f = \frac{S_f}{1 + S_f q_f}, \qquad q_f = \sum_\nu \bar M_\nu b_\nu^2 / \sigma_\nu^2,
+    w_f \sim \mathrm{GRF}(S_f / W_f), \qquad
+    \phi = \mathcal F^{-1} \sqrt{S_\phi}\, \mathcal F\, w_\phi, \quad w_\phi \sim \mathcal N(0, 1).
 
-so ``w_f ~ GRF(S_f / W_f = 1 + S_f q_f)``: ``W_f`` is the Wiener (posterior) variance of each
-mode of the unmasked, unlensed problem, and the posterior of ``w_f`` has unit scale in every
-mode (``whiten="posterior"``, default). ``whiten="prior"`` gives ``W = S``, i.e. the textbook
-``f = IFFT(sqrt(S_f) w_f)`` with ``w_f ~ N(0, 1)``. ``phi = IFFT(sqrt(S_phi) w_phi)``,
-``w_phi ~ N(0, 1)`` always (its posterior is prior-dominated at most ell). The Gaussian and
-log-normal dust fields are whitened in the same way (with ``q_d = A_d^2 sum M s^2 b^2 /
-sigma^2``). The Jacobians are constant, so MAP and posterior in these coordinates are those of
-the fields themselves.
+``whiten="prior"`` (default): ``W_f = S_f``, the textbook ``f = IFFT(sqrt(S_f) w_f)`` with
+``w_f ~ N(0, 1)``. ``whiten="posterior"``: ``W_f = S_f / (1 + S_f q_f)`` with
+``q_f = sum_nu Mbar_nu b_nu^2 / sigma_nu^2``, the Wiener variance of each mode of the unmasked,
+unlensed problem, so ``w_f ~ GRF(1 + S_f q_f)`` has unit posterior scale in every mode. The
+Gaussian and log-normal dust fields are whitened the same way (``q_d = A_d^2 sum Mbar s^2 b^2 /
+sigma^2``). Jacobians are constant, so MAP and posterior are those of the fields themselves.
+
+Which to use (measured, see ``benchmarks/cmb_lensing.py``): at a few uK-arcmin the data-dominated
+CMB modes are ~10^4-10^6 times stiffer than the prior in ``w_f`` under prior whitening, and
+posterior whitening removes that, but with lensing it leaves the phi directions (at fixed f) stiff
+and strongly coupled to f: joint L-BFGS from zero fields then stalls far from the mode (64^2,
+seed 1, 1500 steps: -log p ends 3.4e4 ABOVE its value at the truth, r(phi) ~ 0, while with prior
+whitening it ends 5.5e3 below the truth's value, r(phi) = 0.76), so the default is ``"prior"``.
+For NUTS the posterior whitening allows a ~2.4x larger step (32^2), but both saturate tree
+depth 8: joint HMC over (f, phi) needs the "mixed" parametrisation of
+Millea et al. 2020 (sampling the lensed field), which needs an invertible lensing operator; with
+``lensing=False`` use ``"posterior"``.
 
 Sites: latent ``f_w``, ``phi_w`` (absent with ``lensing=False``), ``dust_latent`` (``dust_I_latent``
 for VAE/GAN priors, ``dust_I`` for pixel-space flows); deterministic ``f`` (unlensed CMB, uK),
@@ -76,7 +83,7 @@ Options (``--set key=value``):
     dust_prior:       "gaussian" (default), "lognormal", "none", or a prior name / folder.
     dust_amplitude:   A_d, uK_CMB at dust_nu0 (default 300); dust_nu0 (353), beta (1.54), T_dust (19.6).
     lensing:          infer phi (default True); False fixes phi = 0 (no lensing).
-    whiten:           "posterior" (default) or "prior" (see above).
+    whiten:           "prior" (default) or "posterior" (see above).
     oversample:       Fourier oversampling of the lensing interpolation (default 2).
 
 References:
@@ -106,6 +113,7 @@ from bayessky.sky import FlatGeometry, gaussian_beam, irfft2, rfft2, white_noise
 __all__ = [
     "FREQUENCIES", "DEFAULTS", "MAP_SITE", "model", "simulate", "save_simulation", "load_simulation",
     "Setup", "setup", "channels", "dust_intensity_spectrum", "dust_prior_object", "whitening",
+    "truth_latents", "map_estimate",
 ]
 
 FREQUENCIES = (90.0, 150.0, 220.0)
@@ -116,8 +124,8 @@ DUST_NU0 = 353.0
 DUST_BETA = 1.54
 DUST_T = 19.6
 
-DEFAULTS = {"engine": "map", "steps": 1000, "num_samples": 100, "warmup_steps": 100,
-            "init_strategy": "map", "max_tree_depth": 7}
+DEFAULTS = {"engine": "map", "steps": 2000, "num_samples": 100, "warmup_steps": 200,
+            "init_strategy": "mean", "max_tree_depth": 8}
 MAP_SITE = "phi"
 
 
@@ -317,7 +325,7 @@ def _dust(dust_prior, S: Setup, coverage, whiten: str, like: torch.Tensor) -> to
 def model(data: torch.Tensor, frequencies=FREQUENCIES, pixel_size: float = 2.0, beam_fwhm=BEAM_FWHM,
           noise_uK_arcmin=NOISE_UK_ARCMIN, mask=None, dust_prior="gaussian",
           dust_amplitude: float = DUST_AMPLITUDE, dust_nu0: float = DUST_NU0, beta: float = DUST_BETA,
-          T_dust: float = DUST_T, lensing: bool = True, whiten: str = "posterior", oversample: int = 2):
+          T_dust: float = DUST_T, lensing: bool = True, whiten: str = "prior", oversample: int = 2):
     """Pyro model of multi-frequency temperature maps (see the module docstring).
 
     Arguments:
@@ -358,6 +366,65 @@ def model(data: torch.Tensor, frequencies=FREQUENCIES, pixel_size: float = 2.0, 
     signal = S.filter(sky, S.beams)
     sigma = S.sigma[:, None, None]
     return pyro.sample("d", MapNormal(signal, sigma, m).to_event(1), obs=d)
+
+
+# -- helpers for scripts and benchmarks --------------------------------------------------------------
+def _inverse_filter(S: Setup, x, W: torch.Tensor) -> torch.Tensor:
+    """w = F^-1 W^(-1/2) F x on the modes where W > 0 (the field has no power elsewhere: w = 0)."""
+    half = S.half(W)
+    inv = torch.where(half > 0, half.clamp_min(1e-300).rsqrt(), torch.zeros((), dtype=half.dtype))
+    return S.filter(torch.as_tensor(x, dtype=half.dtype, device=half.device), inv)
+
+
+def truth_latents(sim: dict, dust_prior="gaussian", whiten: str = "prior", mask=None) -> dict:
+    """The latent-site values (``f_w``, ``phi_w``, ``dust_latent``) that reproduce a simulation's
+    truths under the model's parametrisation, e.g. to evaluate log p(truth, data) or to start a
+    chain there. For a Glow dust prior, ``dust_latent`` is the flow's forward pass of the true
+    intensity. Modes the model cannot represent (S = 0, or the true f's ell = 0) are dropped."""
+    o = sim["options"]
+    data = torch.as_tensor(sim["data"])
+    S = setup(data.shape[-1], o["pixel_size"], o["frequencies"], o["beam_fwhm"], o["noise_uK_arcmin"],
+              o["dust_amplitude"], o["dust_nu0"], o["beta"], o["T_dust"], dtype=data.dtype)
+    m = _mask(mask if mask is not None else sim.get("mask"), S.n_freq, data)
+    cov = m.mean(dim=(-2, -1)).expand(S.n_freq) if m is not None else torch.ones(S.n_freq, dtype=data.dtype)
+    W_f, _ = whitening(S.S_f, S.data_precision(cov), whiten)
+    out = {"f_w": _inverse_filter(S, sim["f"], W_f), "phi_w": _inverse_filter(S, sim["phi"], S.S_phi)}
+    I = torch.as_tensor(sim["dust_I"], dtype=data.dtype)
+    n = data.shape[-1]
+    if isinstance(dust_prior, str) and dust_prior in ("gaussian", "lognormal"):
+        q = S.data_precision(cov, S.mixing)
+        if dust_prior == "gaussian":
+            W_d, _ = whitening(torch.as_tensor(dust_intensity_spectrum(n), dtype=data.dtype), q, whiten)
+            out["dust_latent"] = _inverse_filter(S, I - 1.0, W_d)
+        else:
+            spec = torch.as_tensor(dust_toy.spectrum(n), dtype=data.dtype)
+            W_d, _ = whitening(spec, q * dust_toy.AMPLITUDE**2, whiten)
+            out["dust_latent"] = _inverse_filter(S, dust_toy.log_intensity_to_g(I), W_d)
+    elif not (isinstance(dust_prior, str) and dust_prior == "none"):
+        prior = dust_prior_object(dust_prior)
+        net = prior.net
+        if not hasattr(net, "flatten_latents"):
+            raise ValueError("dust_prior: truth latents need a Glow prior (forward pass to its latents)")
+        with torch.no_grad():
+            x = I.to(prior.dtype)[None, None]
+            y = prior.transform(x) if prior.transform is not None else x
+            latents, _ = net(y)
+            out["dust_latent"] = net.flatten_latents(latents)[0].to(data.dtype)
+    return out
+
+
+def map_estimate(data, steps: int = 2000, init=None, **options):
+    """Joint MAP of all fields with ``bayessky.infer.map`` (L-BFGS), started at zero fields
+    (``init_strategy="mean"``: f = 0, phi = 0, dust at its mean) unless ``init`` (a dict of
+    latent values) is given. Returns (``{"f", "phi", "dust", ...}`` numpy maps, InferenceData)."""
+    import bayessky.infer as bi
+
+    pyro.clear_param_store()  # AutoDelta parameters are global: a previous fit must not leak in
+    init_strategy = "mean" if init is None else {k: torch.as_tensor(v).clone() for k, v in init.items()}
+    idata = bi.map(model, torch.as_tensor(data), steps=steps, init_strategy=init_strategy, **options)
+    post = idata.posterior
+    fields = {k: np.asarray(post[k].values[0, 0]) for k in post.data_vars}
+    return fields, idata
 
 
 # -- simulation -------------------------------------------------------------------------------------
