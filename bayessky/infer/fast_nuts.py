@@ -270,19 +270,22 @@ class _NUTS:
         # Dead chains are frozen. On the host their step size is set to zero (q, p unchanged
         # exactly; momenta made finite below so that 0 * p stays 0); on accelerators their
         # position is kept by a where, NaN-proof without a host check.
+        # With a diagonal metric the drift q += eps M^-1 p is one fused op on eps M^-1.
+        diag = not self.metric.dense
         n_dead = -1
         eps_live, half = eps, 0.5 * eps
+        eps_minv = eps * self.metric.inverse_mass if diag else None
         dead_c = None if host else dead.unsqueeze(-1)
         for n in range(n_leaves):
             if host and n_dead != (k := int(np.count_nonzero(dead))):
                 n_dead = k
                 eps_live = eps * torch.from_numpy((~dead).astype(_NP_DTYPE[eps.dtype])).unsqueeze(-1)
                 half = 0.5 * eps_live
+                if diag:
+                    eps_minv = eps_live * self.metric.inverse_mass
             p = torch.addcmul(p, half, g, value=-1.0)
-            if host:
-                q = torch.addcmul(q, eps_live, velocity(p))
-            else:
-                q = torch.where(dead_c, q, torch.addcmul(q, eps, velocity(p)))
+            q_new = torch.addcmul(q, eps_minv, p) if diag else torch.addcmul(q, eps_live, velocity(p))
+            q = q_new if host else torch.where(dead_c, q, q_new)
             u, g = grad(q)
             p = torch.addcmul(p, half, g, value=-1.0)
             v = velocity(p)
