@@ -238,6 +238,7 @@ def model_eval_timing(cl, sim, options, repeats: int) -> dict:
 # -- figure --------------------------------------------------------------------------------------------------
 def figure(sim, recs: dict, results: dict, edges, path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -264,13 +265,16 @@ def figure(sim, recs: dict, results: dict, edges, path: Path) -> None:
     centres = np.sqrt(edges[1:] * edges[:-1])
     panels = [("phi_corr", "r(phi_rec, phi_true)"), ("cmb_resid_over_cltt", "C(f_rec - f) / C_TT"),
               ("dust_resid_over_dust_power", "C(dust_rec - dust) / C(dust)")]
+    colours = {name: f"C{i}" for i, name in enumerate(names)}  # one colour per run in every panel
     for k, (key, label) in enumerate(panels):
         ax = axes[-1, k]
         for name in names:
             vals = results[name].get(key)
             if vals is not None:
-                ax.plot(centres, vals, "o-", ms=3, label=name)
+                ax.plot(centres, vals, "o-", ms=3, label=name, color=colours[name])
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         if key != "phi_corr":
             ax.set_yscale("log")
         ax.set_xlabel("ell")

@@ -133,7 +133,8 @@ MAP_SITE = "phi"
 def _tuple(value, n: int, name: str) -> tuple[float, ...]:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().reshape(-1).tolist()
-    vals = [float(value)] * n if np.ndim(value) == 0 else [float(v) for v in value]
+    vals = [float(value)] if np.ndim(value) == 0 else [float(v) for v in value]
+    vals = vals * n if len(vals) == 1 else vals
     if len(vals) != n:
         raise ValueError(f"{name}: expected one value or {n} (one per frequency), got {len(vals)}")
     if not all(math.isfinite(v) and v > 0 for v in vals):
