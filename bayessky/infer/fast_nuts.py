@@ -129,14 +129,6 @@ def _vdot(a: Tensor, b: Tensor) -> Tensor:
     return torch.linalg.vecdot(a, b)
 
 
-def _leapfrog(grad: _Gradient, metric: _Metric, q, p, g, eps):
-    p = torch.addcmul(p, eps, g, value=-0.5)
-    q = torch.addcmul(q, eps, metric.velocity(p))
-    u, g = grad(q)
-    p = torch.addcmul(p, eps, g, value=-0.5)
-    return q, p, u, g
-
-
 def _find_reasonable_step_size(grad, metric, q, u, g, step_size, generator) -> Tensor:
     """NumPyro's heuristic, per chain: halve or double ``eps`` until the one-step acceptance
     ``exp(-dH)`` crosses 0.8; the first step size on the other side is returned."""
@@ -228,7 +220,8 @@ class _NUTS:
             idx_max = bin(n >> 1).count("1")
             ones = len(bin(n)) - len(bin(n).rstrip("1")) if n & 1 else 0
             self.ckpt_idx.append((idx_max - ones + 1, idx_max))
-        self.host = q.device.type == "cpu" if _HOST_SCALARS is None else _HOST_SCALARS
+        host = q.device.type == "cpu" and q.dtype in _NP_DTYPE  # numpy has no bfloat16
+        self.host = host if _HOST_SCALARS is None else _HOST_SCALARS
         if self.host:
             self.xp = np
             self.to_xp = Tensor.numpy  # zero-copy view
