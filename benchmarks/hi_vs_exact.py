@@ -30,7 +30,12 @@ coverage is reported too: with M maps a coverage fraction has binomial noise sqr
     python benchmarks/hi_vs_exact.py --prior models/hi-cglow-32 --baseline models/hi-maf-32 \
         --n-maps 100 --size 32 --grid 40 --seed 100000 --out runs/hi_vs_exact
 
-JSON on stdout and in ``OUT/hi_vs_exact.json``; figure ``OUT/hi_vs_exact.png``.
+JSON on stdout and in ``OUT/hi_vs_exact.json``; figure ``OUT/hi_vs_exact.png``; progress, timings
+and the pass/fail lines on stderr.
+
+Cost (2 busy CPU cores, 16 x 16 maps, a 9k-parameter conditional Glow): exact grid for 100 maps
+1 s; learned grid 4.6 s per map (1600 contexts); Pyro NUTS 500 + 300 draws 4-5 min per map on the
+exact likelihood and 9-33 min per map on the flow. Use ``--nuts-maps 0`` to skip NUTS on a CPU.
 """
 
 from __future__ import annotations
