@@ -626,7 +626,10 @@ def masked_peak_profile(maps, mask, size: int = 21, threshold: float | None = No
     rows = (r[:, None] + off) % ny
     cols = (c[:, None] + off) % nx
     cut = x[b[:, None, None], rows[:, :, None], cols[:, None, :]]
-    stack = cut.mean(0).numpy() if len(b) else np.full((size, size), np.nan)
+    if not len(b):
+        radii, _ = radial_profile(np.zeros((size, size)))
+        return np.full((size, size), np.nan), radii, np.full(len(radii), np.nan), 0
+    stack = cut.mean(0).numpy()
     radii, profile = radial_profile(stack)
     return stack, radii, profile, int(len(b))
 
