@@ -21,9 +21,11 @@ Options (``--set key=value`` for ``bayessky run``):
                   dust-toy-v1 model (log-normal, the Bayes-optimal reference on synthetic maps);
                   "gaussian" for a Gaussian prior with the exact dust-toy-v1 intensity spectrum
                   (the Wiener-filter posterior).
-    noise_sigma:  noise rms per pixel, intensity units (default 0.05, dust-toy-v1's).
-    space:        "map" (default): sample the map in the prior's pixel space (flows: log I; the
-                  true model: its Gaussian field g), where the likelihood is diagonal;
+    noise_sigma:  noise rms per pixel, intensity units (default 0.05, dust-toy-v1's); a number or,
+                  in Python, a map (n, n) for inhomogeneous noise.
+    space:        "map" (default): sample the map in the prior's pixel space (flows: the network
+                  space y = T(I), e.g. standardised log10 I, site "I_net"; the true model: its
+                  Gaussian field g), where the likelihood is diagonal;
                   "latent": sample whitened latents z ~ N(0, 1) and decode I = f^-1(z) (flows and
                   the true model; VAE/GAN priors always use their latent).
 
@@ -45,7 +47,7 @@ import pyro.distributions as dist
 import torch
 
 import bayessky
-from bayessky.distributions import GaussianRandomField, MapNormal
+from bayessky.distributions import FlowDistribution, GaussianRandomField, MapNormal
 from bayessky.physics import dust_toy
 
 DEFAULTS = {
@@ -100,9 +102,13 @@ def dust_map(name: str, n: int, like: torch.Tensor, prior: str = "dust-glow-64",
     p = _prior(str(prior), str(like.device))
     if not hasattr(p, "distribution"):  # VAE / GAN: the latent is the only handle
         return p.sample(name).to(like.dtype)
-    if space == "map":
-        return pyro.sample(name, p.distribution())
     net = p.net
+    if space == "map":
+        # the flow's own pixel space y = T(I) (standardised log I): an unconstrained site, so a MAP
+        # is the mode in y (as g for the true model), not the 1/I-skewed mode of p(I)
+        y = pyro.sample(name + "_net", FlowDistribution(net))
+        x = p.transform.inv(y) if p.transform is not None else y
+        return pyro.deterministic(name, x.to(like.dtype))
     z = pyro.sample(name + "_latent", dist.Normal(torch.zeros(net.dim, **kw), 1.0).to_event(1))
     y = net.inverse(net.unflatten_latents(z.reshape(-1, net.dim).to(p.dtype)))
     x = p.transform.inv(y) if p.transform is not None else y
@@ -118,7 +124,8 @@ def model(
 ):
     """data: observed map (n, n) (values at masked pixels are ignored); mask: 1 = observed."""
     I = dust_map("I", data.shape[-1], data, prior, space)
-    sigma = torch.as_tensor(float(noise_sigma), dtype=data.dtype, device=data.device)
+    # a number (white noise) or a map of per-pixel rms (inhomogeneous noise)
+    sigma = torch.as_tensor(noise_sigma, dtype=data.dtype, device=data.device)
     pyro.sample("d", MapNormal(I, sigma, mask), obs=data)
 
 
