@@ -177,6 +177,7 @@ def run_map(i, args, prior, spectrum, thresholds) -> tuple[dict, dict]:
         "c_mf": dc.minkowski_curves(flat_c[:: max(1, len(flat_c) // 400)], thresholds),
         "b_mf": dc.minkowski_curves(crs[:400], thresholds),
     }
+    print(f"  map {i}: (b) and (c) done, (c) {res_c['seconds_nuts']:.0f}s", file=sys.stderr, flush=True)
     # (a) the learned prior
     if prior is not None:
         dt32, mt32 = dt.to(prior.dtype), mt.to(prior.dtype)
