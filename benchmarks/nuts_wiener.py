@@ -7,26 +7,31 @@ The model (identical in every framework, natural pixel parametrisation, nothing 
 
 with the bayessky convention E|fft2(s)_k|^2 = N_pix S(k) (``FlatGeometry``), a red per-mode
 spectrum S(k) = A / (k^2 + k0^2) normalised to unit pixel variance (k in rad/pixel), white noise
-of standard deviation ``sigma`` and an optional masked strip. Data come from a fixed seed.
+of standard deviation ``sigma`` and an optional masked strip. Data come from a fixed seed. The
+GRF log-density is evaluated with ``rfft2`` and mode multiplicities in every framework, as
+bayessky's ``GaussianRandomField`` does. All samplers start from the same uniform(-2, 2) points.
 
-Rows (same chains / warm-up / draws / target / diagonal mass / max tree depth / float32):
+Rows (same chains / warm-up / draws / target 0.8 / diagonal mass / max tree depth / float32):
 
 * ``bayessky_core``: :func:`bayessky.infer.fast_nuts.sample` on the model's flat potential written
   as a torch function (what the core sees);
 * ``bayessky_nuts_model``: ``bayessky.infer.nuts(model, backend="fast")`` on the Pyro model, the
-  user-facing path (the potential comes from batched traces of the Pyro model);
-* ``numpyro``: NumPyro NUTS on the NumPyro model (``jax.numpy.fft``), chain_method
-  ``sequential`` and ``vectorized``; wall time of the first run includes JIT compilation, a second
-  identical run gives the compile time by difference;
-* ``pyro``: ``pyro.infer.MCMC(NUTS)`` on the Pyro model, fewer iterations (it is slow).
+  user-facing path (the potential comes from batched traces of the Pyro model; its own
+  ``--model-warmup/--model-draws``);
+* ``numpyro_*``: NumPyro NUTS on the NumPyro model (``jax.numpy.fft``), chain_method
+  ``sequential``, ``vectorized`` and ``parallel`` (one XLA host device per chain); wall time of the
+  first run includes JIT compilation, a second identical run gives the compile time by difference;
+  the best of them is the reference of the ratios;
+* ``pyro``: ``pyro.infer.MCMC(NUTS)`` on the Pyro model, fewer chains/iterations (it is slow).
 
-For each: wall time, ESS bulk (ArviZ) min / median over pixels, ESS/s, gradient evaluations, and
-for the bayessky core the fraction of time spent in the potential + gradient (a timed wrapper
-around ``potential_fn`` for the forward pass, and the measured per-call cost of forward +
-backward times the number of calls) versus tree bookkeeping.
+For each: wall time, bulk ESS (ArviZ; a numpy re-implementation where ArviZ is missing) min /
+median over pixels, ESS/s, gradient evaluations; for the bayessky core the fraction of the wall
+time spent inside its gradient calls (potential forward + autograd backward, timed in place) and
+the rest per leapfrog step (tree bookkeeping), and the extra gradient calls caused by lockstep.
 
-Run:  OMP_NUM_THREADS=2 python benchmarks/nuts_wiener.py [--quick] [--mask] [--skip-pyro]
-Prints one JSON object.
+Run:  OMP_NUM_THREADS=1 python benchmarks/nuts_wiener.py --threads 1 [--quick] [--mask]
+      [--skip-pyro] [--skip-model] [--chains 16] [--numpyro-methods sequential,parallel]
+Prints one JSON object (progress lines on stderr).
 """
 
 from __future__ import annotations
