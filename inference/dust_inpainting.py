@@ -153,7 +153,8 @@ def run(args) -> dict:
     from bayessky import infer
     from bayessky.plot import posterior_maps
 
-    torch.set_num_threads(args.threads) if args.threads else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data = _load(args.data, "--data")
     mask = None if args.command == "denoise" else _load(args.mask, "--mask")
     truth = _load(args.truth, "--truth")
