@@ -10,7 +10,6 @@ Writes posterior.nc (grid posterior draws), posterior_nuts.nc, summary.csv and c
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import time
 from pathlib import Path
 
@@ -37,15 +36,9 @@ def add_parser(sub) -> None:
 
 def _script():
     """The shipped model script inference/hi_parameters.py (the same one `bayessky run` uses)."""
-    path = Path(__file__).resolve().parents[2] / "inference" / "hi_parameters.py"
-    if not path.is_file():
-        from . import CLIError
+    from .run import load_script
 
-        raise CLIError(f"the model script {path} is missing (install bayessky from a source checkout)")
-    spec = importlib.util.spec_from_file_location("bayessky_hi_parameters", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(Path(__file__).resolve().parents[2] / "inference" / "hi_parameters.py")
 
 
 def run(args: argparse.Namespace) -> int:
