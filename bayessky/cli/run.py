@@ -31,10 +31,10 @@ ENGINE_KEYS = {
              "init_strategy", "jit", "max_tree_depth", "backend"},
     "hmc": {"num_samples", "warmup_steps", "num_chains", "target_accept_prob", "dense_mass",
             "init_strategy", "jit", "num_steps", "step_size"},
-    "svi": {"guide", "steps", "num_samples", "lr"},
-    "map": {"steps", "optimizer", "laplace", "num_samples"},
+    "svi": {"guide", "steps", "num_samples", "lr", "final_lr", "init_strategy"},
+    "map": {"steps", "optimizer", "laplace", "num_samples", "init_strategy"},
     "grid": {"prior", "chunk_size", "memory_budget_mb", "num_samples"},
-    "emcee": {"walkers", "steps", "burn"},
+    "emcee": {"walkers", "steps", "burn", "thin", "init_strategy"},
 }
 
 
@@ -88,11 +88,11 @@ def load_script(path: str | Path):
     return module
 
 
-def _load_array(path: str, name: str, key: str | None = None) -> np.ndarray:
+def _load_array(path: str, name: str, key: str | None = None, ndim=(2, 3)) -> np.ndarray:
     from ..data.io import load_maps
 
     try:
-        arr = load_maps(path, key=key)
+        arr = load_maps(path, key=key, ndim=ndim, name=name)
     except (OSError, ValueError, KeyError) as err:
         raise CLIError(f"{name}: cannot read {path!r}: {str(err).splitlines()[0]}") from err
     arr = np.asarray(arr, dtype=np.float64)
@@ -113,23 +113,24 @@ def run_script(module, data, *, engine: str, options: dict, engine_options: dict
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     t = torch.as_tensor(data, dtype=torch.get_default_dtype(), device=device)
-    kwargs = dict(options)
     params = inspect.signature(module.model).parameters
     accepts_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    grid = getattr(module, "grid", None)
+    # options may also be meant for the script's grid(...) (e.g. its resolution)
+    grid_params = set(inspect.signature(grid).parameters) if callable(grid) else set()
+    kwargs = {k: v for k, v in options.items() if k in params or (accepts_var_kw and k not in grid_params)}
     if mask is not None:
         if "mask" not in params and not accepts_var_kw:
             raise CLIError("--mask: the script's model takes no 'mask' option")
         kwargs["mask"] = torch.as_tensor(mask, dtype=t.dtype, device=device)
-    unknown = [k for k in kwargs if k not in params and not accepts_var_kw]
+    unknown = [k for k in options if k not in kwargs and k not in grid_params]
     if unknown:
         raise CLIError(f"--set: the script's model has no option(s) {unknown}")
     fn = getattr(infer, engine)
     eopts = dict(engine_options)
     if engine == "grid":
-        grid = getattr(module, "grid", None)
         if callable(grid):
-            grid = grid(**{k: v for k, v in options.items()
-                           if k in inspect.signature(grid).parameters})
+            grid = grid(**{k: v for k, v in options.items() if k in grid_params})
         if not grid:
             raise CLIError("--engine grid: the script defines no 'grid' of parameter axes")
         num_samples = eopts.pop("num_samples", 2000)
@@ -139,6 +140,11 @@ def run_script(module, data, *, engine: str, options: dict, engine_options: dict
         eopts["guide"] = module.guide
     idata = fn(module.model, t, seed=seed, **eopts, **kwargs)
     return None, idata
+
+
+def _first_channel(a):
+    """Multi-channel data or maps: the figure shows the first channel (the .npy files hold all)."""
+    return None if a is None else a.reshape(-1, *a.shape[-2:])[0]
 
 
 def _write_outputs(out: Path, idata, grid_post, data, mask, module, suffix: str, truths=None):
@@ -160,17 +166,19 @@ def _write_outputs(out: Path, idata, grid_post, data, mask, module, suffix: str,
         written.append(out / f"corner{suffix}.png")
     site = getattr(module, "MAP_SITE", None)
     post = idata.posterior
-    if site is None:  # a posterior variable with the data's map shape is the reconstructed map
-        for v in post.data_vars:
-            if tuple(post[v].shape[2:]) == tuple(data.shape):
-                site = v
+    if site is None:  # a posterior variable with the data's shape (or one channel's) is the map
+        for shape in (tuple(data.shape), tuple(data.shape[-2:])):
+            site = next((v for v in post.data_vars if tuple(post[v].shape[2:]) == shape), None)
+            if site is not None:
                 break
     if site is not None and site in post:
         draws = np.asarray(post[site]).reshape(-1, *post[site].shape[2:])
         mean, std = draws.mean(0), draws.std(0)
         np.save(out / f"map_mean{suffix}.npy", mean)
         np.save(out / f"map_std{suffix}.npy", std)
-        posterior_maps(mean, std, data=data, mask=mask, out=out / f"maps{suffix}.png")
+        posterior_maps(_first_channel(mean), _first_channel(std), data=_first_channel(data),
+                       mask=_first_channel(mask),
+                       out=out / f"maps{suffix}.png")
         written += [out / f"map_mean{suffix}.npy", out / f"map_std{suffix}.npy", out / f"maps{suffix}.png"]
     return summary, written
 
@@ -191,16 +199,21 @@ def run(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise CLIError(f"--device: {args.device!r} requested but CUDA is not available")
-    data = _load_array(args.data, "--data", args.key)
-    mask = _load_array(args.mask, "--mask") if args.mask else None
+    # MAP_SHAPE fixes what one observation is: (n_freq, H, W) data is one multi-channel map for a
+    # script that declares it, a stack of n_freq maps otherwise
     expected = getattr(module, "MAP_SHAPE", None)
-    if data.ndim not in (2, 3):
-        raise CLIError(f"--data: expected one map (H, W) or a stack (n, H, W), got shape {data.shape}")
-    stack = data if data.ndim == 3 else data[None]
+    event_ndim = len(expected) if expected is not None else 2
+    # any rank is read; the checks below say what was expected in terms of this script
+    data = _load_array(args.data, "--data", args.key, ndim=range(1, 6))
+    mask = _load_array(args.mask, "--mask", ndim=range(1, 6)) if args.mask else None
+    if data.ndim not in (event_ndim, event_ndim + 1):
+        one = "(H, W)" if expected is None else str(tuple(expected))
+        raise CLIError(f"--data: expected one map {one} or a stack (n, *map), got shape {data.shape}")
+    stack = data if data.ndim == event_ndim + 1 else data[None]
     if expected is not None and tuple(stack.shape[1:]) != tuple(expected):
         raise CLIError(f"--data: the script expects maps of shape {tuple(expected)}, got {stack.shape[1:]}")
     if mask is not None:
-        if mask.shape != stack.shape[1:]:
+        if mask.shape not in (stack.shape[1:], stack.shape[-2:]):
             raise CLIError(f"--mask: shape {mask.shape} does not match the maps' {stack.shape[1:]}")
         if ((mask < 0) | (mask > 1)).any():
             raise CLIError("--mask: values must lie in [0, 1]")

@@ -281,7 +281,18 @@ def init_strategy_fn(strategy, name: str = "init_strategy") -> Callable:
     if callable(strategy):
         return strategy
     if isinstance(strategy, Mapping):
-        return init.init_to_value(values={k: torch.as_tensor(v) for k, v in strategy.items()})
+        # copies, handed out fresh on every call: AutoDelta and friends turn the returned tensor into
+        # a parameter and optimise it in place, which must not reach the caller's arrays (or a
+        # second chain started from the same dict)
+        values = {k: torch.as_tensor(v).detach().clone() for k, v in strategy.items()}
+        base = init.init_to_value(values=values)
+
+        def init_to_copy(site=None):
+            if site is None:
+                return init_to_copy
+            return base(site).detach().clone()
+
+        return init_to_copy
     table = {"median": init.init_to_median, "uniform": init.init_to_uniform,
              "mean": init.init_to_mean, "sample": init.init_to_sample}
     if strategy not in table:

@@ -57,8 +57,7 @@ def posterior_maps(mean, std, data=None, truth=None, mask=None, title: str | Non
             kw = {}
         else:
             kw = dict(vmin=vmin, vmax=vmax)
-        cmap_obj = plt.get_cmap(cm).copy()
-        cmap_obj.set_bad("0.7")
+        cmap_obj = plt.get_cmap(cm).with_extremes(bad="0.7")
         im = ax.imshow(img, origin="lower", cmap=cmap_obj, **kw)
         if mask is not None and 0 < mask.min() + 1 and (mask < 0.5).any():
             ax.contour(mask, levels=[0.5], colors="w", linewidths=0.6)

@@ -1,0 +1,170 @@
+"""``bayessky run SCRIPT --data FILE``: outputs against closed forms, stacks, channels, errors.
+
+The model scripts are conjugate Gaussian models, so what the runner writes can be checked against
+exact answers instead of against another run:
+
+* per-pixel denoising ``x ~ N(0, s^2)``, ``d = M x + n``: the MAP map is the per-pixel Wiener
+  filter ``s^2 / (s^2 + sigma^2) d`` on observed pixels and 0 on masked ones;
+* a mean parameter ``mu ~ N(0, 1)`` with ``d_i ~ N(mu, 1)``: the grid posterior mean is
+  ``sum(d) / (n + 1)``.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from bayessky import infer
+from bayessky.cli import main
+
+S2, SIGMA2 = 4.0, 1.0
+
+DENOISE = f"""
+import pyro, pyro.distributions as dist, torch
+DEFAULTS = {{"engine": "map", "steps": 200}}
+MAP_SITE = "x"
+
+def model(data, mask=None):
+    x = pyro.sample("x", dist.Normal(torch.zeros_like(data), {S2 ** 0.5}).to_event(data.dim()))
+    m = torch.ones_like(data) if mask is None else mask
+    pyro.sample("obs", dist.Normal(x, {SIGMA2 ** 0.5}).mask(m > 0.5).to_event(data.dim()), obs=data)
+"""
+
+MEAN = """
+import pyro, pyro.distributions as dist, torch
+DEFAULTS = {"engine": "grid", "num_samples": 400}
+
+def grid(n=81):
+    return {"mu": torch.linspace(-3, 5, n, dtype=torch.float64)}
+
+def model(data, scale=1.0):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    pyro.sample("obs", dist.Normal(mu, scale).expand(data.shape).to_event(data.dim()), obs=data)
+"""
+
+CHANNELS = MEAN.replace('DEFAULTS = {"engine": "grid", "num_samples": 400}',
+                        'DEFAULTS = {"engine": "grid", "num_samples": 400}\nMAP_SHAPE = (2, 4, 4)')
+
+
+def _script(tmp_path, text, name="model.py"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def _save(tmp_path, name, arr):
+    path = tmp_path / name
+    np.save(path, arr)
+    return str(path)
+
+
+def test_map_engine_writes_the_wiener_filter_map(tmp_path):
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(6, 6)) * 2
+    mask = (rng.random((6, 6)) > 0.3).astype(float)
+    out = tmp_path / "out"
+    rc = main(["run", _script(tmp_path, DENOISE), "--data", _save(tmp_path, "d.npy", d),
+               "--mask", _save(tmp_path, "m.npy", mask), "--out", str(out)])
+    assert rc == 0
+    mean = np.load(out / "map_mean.npy")
+    # float32 maps and L-BFGS tolerances: 1e-3 (a wrong shrinkage factor would be off by ~0.1)
+    np.testing.assert_allclose(mean, S2 / (S2 + SIGMA2) * d * mask, atol=1e-3)
+    assert (out / "posterior.nc").is_file() and (out / "maps.png").is_file()
+    assert json.loads((out / "run.json").read_text())["engine"] == "map"
+
+
+def test_grid_engine_on_a_stack_gives_one_exact_posterior_per_map(tmp_path):
+    rng = np.random.default_rng(1)
+    stack = rng.normal(1.0, 1.0, size=(3, 4, 4))
+    out = tmp_path / "out"
+    assert main(["run", _script(tmp_path, MEAN), "--data", _save(tmp_path, "d.npy", stack),
+                 "--set", "n=801", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "summary.csv", index_col=0)
+    assert list(table["map"]) == [0, 1, 2]
+    exact_mean = stack.reshape(3, -1).sum(1) / (16 + 1)
+    exact_sd = (1 / 17) ** 0.5
+    # summary means come from 400 weighted draws of the grid: Monte Carlo error sd / 20
+    np.testing.assert_allclose(table["mean"].to_numpy(), exact_mean, atol=4 * exact_sd / 20)
+    for i in range(3):
+        assert (out / f"posterior_{i:03d}.nc").is_file() and (out / f"corner_{i:03d}.png").is_file()
+
+
+def test_map_shape_makes_a_channel_cube_one_observation(tmp_path):
+    rng = np.random.default_rng(2)
+    cube = rng.normal(0.5, 1.0, size=(2, 4, 4))
+    script = _script(tmp_path, CHANNELS)
+    out = tmp_path / "one"
+    assert main(["run", script, "--data", _save(tmp_path, "c.npy", cube), "--out", str(out)]) == 0
+    assert json.loads((out / "run.json").read_text())["n_maps"] == 1
+    table = pd.read_csv(out / "summary.csv", index_col=0)
+    np.testing.assert_allclose(table["mean"].iloc[0], cube.sum() / 33, atol=4 * (1 / 33) ** 0.5 / 20)
+    out = tmp_path / "many"
+    assert main(["run", script, "--data", _save(tmp_path, "s.npy", np.stack([cube] * 3)),
+                 "--out", str(out)]) == 0
+    assert json.loads((out / "run.json").read_text())["n_maps"] == 3
+
+
+def test_init_strategy_reaches_the_map_engine(tmp_path):
+    # L-BFGS with a single step from a given start moves away from it, but only one step: started at
+    # the answer it stays there; from the default median (0) it does not reach the answer
+    d = np.full((2, 2), 3.0)
+    script = _script(tmp_path, DENOISE)
+    exact = S2 / (S2 + SIGMA2) * 3.0
+    out = tmp_path / "at"
+    assert main(["run", script, "--data", _save(tmp_path, "d.npy", d), "--engine", "map",
+                 "--set", "steps=1", "--set", "optimizer='adam'",
+                 "--set", f"init_strategy={{'x': [[{exact}, {exact}], [{exact}, {exact}]]}}",
+                 "--out", str(out)]) == 0
+    np.testing.assert_allclose(np.load(out / "map_mean.npy"), exact, atol=0.02)
+    out = tmp_path / "median"
+    assert main(["run", script, "--data", _save(tmp_path, "d.npy", d), "--engine", "map",
+                 "--set", "steps=1", "--set", "optimizer='adam'", "--out", str(out)]) == 0
+    assert np.abs(np.load(out / "map_mean.npy") - exact).min() > 1.0
+
+
+def test_map_init_values_do_not_mutate_the_callers_tensor():
+    def model(data):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        pyro.sample("obs", dist.Normal(mu, 1.0).expand([3]).to_event(1), obs=data)
+
+    start = torch.tensor(0.25)
+    idata = infer.map(model, torch.tensor([1.0, 2.0, 3.0]), init_strategy={"mu": start})
+    assert float(idata.posterior["mu"].values.item()) == pytest.approx(1.5, abs=1e-4)
+    assert float(start) == 0.25
+
+
+def _err(capsys, argv):
+    rc = main(argv)
+    msg = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(msg) == 1, msg
+    return msg[0]
+
+
+def test_one_line_errors(tmp_path, capsys):
+    script = _script(tmp_path, DENOISE)
+    good = _save(tmp_path, "d.npy", np.zeros((4, 4)))
+    nomodel = _script(tmp_path, "x = 1\n", "nomodel.py")
+    assert "does not define" in _err(capsys, ["run", nomodel, "--data", good])
+    broken = _script(tmp_path, "import not_a_module_xyz\n", "broken.py")
+    assert "failed to import" in _err(capsys, ["run", broken, "--data", good])
+    assert "cannot read" in _err(capsys, ["run", script, "--data", str(tmp_path / "none.npy")])
+    nan = np.zeros((4, 4))
+    nan[1, 2] = np.nan
+    assert "NaN" in _err(capsys, ["run", script, "--data", _save(tmp_path, "nan.npy", nan)])
+    assert "shape" in _err(capsys, ["run", script, "--data", _save(tmp_path, "v.npy", np.zeros(5))])
+    assert "--mask" in _err(capsys, ["run", script, "--data", good,
+                                     "--mask", _save(tmp_path, "m.npy", np.ones((3, 3)))])
+    assert "--mask" in _err(capsys, ["run", script, "--data", good,
+                                     "--mask", _save(tmp_path, "m2.npy", np.full((4, 4), 2.0))])
+    assert "no option" in _err(capsys, ["run", script, "--data", good, "--set", "colour=3"])
+    chans = _script(tmp_path, CHANNELS, "chans.py")
+    assert "expected one map (2, 4, 4)" in _err(capsys, ["run", chans, "--data", good])
+    wrong = _save(tmp_path, "w.npy", np.zeros((3, 4, 4)))
+    assert "expects maps of shape (2, 4, 4)" in _err(capsys, ["run", chans, "--data", wrong])
