@@ -387,6 +387,33 @@ def figures(out: Path, all_maps: list[dict], records: list[dict], thresholds: np
     return written
 
 
+_WORKER: tuple = ()
+
+
+def _load_prior(args):
+    if args.prior == "none":
+        return None
+    import bayessky
+
+    prior = bayessky.load_prior(args.prior, device=args.device)
+    shape = tuple(prior.net.shape)
+    if shape[-2:] != (args.size, args.size):
+        raise SystemExit(f"--prior: the prior models {shape[-2:]} maps, --size is {args.size}")
+    return prior
+
+
+def _worker_init(args) -> None:
+    global _WORKER
+    torch.set_num_threads(args.threads)
+    thresholds = np.exp(dust_toy.AMPLITUDE * THRESHOLDS_G - dust_toy.OFFSET)
+    _WORKER = (args, _load_prior(args), dc.intensity_spectrum(args.size), thresholds)
+
+
+def _worker_run(i: int):
+    args, prior, spectrum, thresholds = _WORKER
+    return run_map(i, args, prior, spectrum, thresholds)
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -408,25 +435,27 @@ def main(argv=None) -> dict:
         "--threads", type=int, default=1, help="torch CPU threads (1 is fastest on busy CPUs)"
     )
     p.add_argument("--device", default="cpu")
+    p.add_argument("--jobs", type=int, default=1, help="maps run in this many processes at once")
     p.add_argument("--out", default="benchmarks/results/dust_inpainting")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    prior = None
-    if args.prior != "none":
-        import bayessky
-
-        prior = bayessky.load_prior(args.prior, device=args.device)
-        shape = tuple(prior.net.shape)
-        if shape[-2:] != (args.size, args.size):
-            raise SystemExit(f"--prior: the prior models {shape[-2:]} maps, --size is {args.size}")
+    prior = _load_prior(args)
     spectrum = dc.intensity_spectrum(args.size)
     thresholds = np.exp(dust_toy.AMPLITUDE * THRESHOLDS_G - dust_toy.OFFSET)
     t0 = time.perf_counter()
     records, all_maps = [], []
-    for i in range(args.n_maps):
-        rec, maps = run_map(i, args, prior, spectrum, thresholds)
+    if args.jobs > 1:  # maps are independent: one process per map, each with its own prior copy
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        pool = cf.ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"),
+                                      initializer=_worker_init, initargs=(args,))
+        results = pool.map(_worker_run, range(args.n_maps))
+    else:
+        results = (run_map(i, args, prior, spectrum, thresholds) for i in range(args.n_maps))
+    for i, (rec, maps) in enumerate(results):
         records.append(rec)
         all_maps.append(maps)
         line = {k: round(rec[k]["mse"], 4) for k in ("a", "b", "c") if k in rec}
@@ -436,6 +465,8 @@ def main(argv=None) -> dict:
             file=sys.stderr,
             flush=True,
         )
+    if args.jobs > 1:
+        pool.shutdown()
     result = {
         "benchmark": "dust_inpainting",
         "family": dust_toy.VERSION,
