@@ -13,6 +13,8 @@ import argparse
 import time
 from pathlib import Path
 
+from ._write import write_csv, write_netcdf
+
 __all__ = ["add_parser", "run"]
 
 TRUTH = {"Omega_m": 0.30, "sigma_8": 0.80}
@@ -83,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
     exact = infer.grid(script.model, data.double(), grid=axes, likelihood="exact")
     idata = learned.to_inference_data(4000, seed=0, jitter=True)
     exact_idata = exact.to_inference_data(4000, seed=1, jitter=True)
-    idata.to_netcdf(str(out / "posterior.nc"))
-    exact_idata.to_netcdf(str(out / "posterior_exact.nc"))
+    write_netcdf(idata, out / "posterior.nc")
+    write_netcdf(exact_idata, out / "posterior_exact.nc")
     rows = []
     for label, post in (("grid (learned)", learned), ("grid (exact)", exact)):
         for k in axes:
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             torch.set_num_threads(threads)
         t_nuts = time.time() - t
-        nuts.to_netcdf(str(out / "posterior_nuts.nc"))
+        write_netcdf(nuts, out / "posterior_nuts.nc")
         s = az.summary(nuts, var_names=list(axes))
         for k in axes:
             rows.append({"engine": "nuts (learned)", "parameter": k, "mean": float(s.loc[k, "mean"]),
@@ -118,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
     table = pd.DataFrame(rows)
     table["error_in_sd"] = (table["mean"] - table["truth"]) / table["sd"]
-    table.to_csv(out / "summary.csv", index=False)
+    write_csv(table, out / "summary.csv", index=False)
     corner(idata, var_names=list(axes), truths=truth, reference=exact_idata,
            label="learned (conditional Glow)", reference_label="exact likelihood", out=out / "corner.png")
     print()

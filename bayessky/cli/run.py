@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import CLIError
+from ._write import write_csv, write_netcdf
 
 __all__ = ["add_parser", "run", "load_script", "run_script"]
 
@@ -154,11 +155,7 @@ def _write_outputs(out: Path, idata, grid_post, data, mask, module, suffix: str,
     from ..plot.corner import scalar_variables
 
     written = []
-    nc = out / f"posterior{suffix}.nc"
-    tmp = nc.with_suffix(".nc.tmp")
-    idata.to_netcdf(str(tmp))
-    tmp.replace(nc)
-    written.append(nc)
+    written.append(write_netcdf(idata, out / f"posterior{suffix}.nc"))
     scalars = scalar_variables(idata)
     summary = az.summary(idata, var_names=scalars or None, kind="all") if scalars else None
     if scalars:
@@ -235,9 +232,7 @@ def run(args: argparse.Namespace) -> int:
         import pandas as pd
 
         table = pd.concat(summaries)
-        tmp = out / "summary.csv.tmp"
-        table.to_csv(tmp)
-        tmp.replace(out / "summary.csv")
+        write_csv(table, out / "summary.csv")
         print(table.to_string())
     meta = {"script": str(args.script), "data": str(args.data), "engine": engine, "n_maps": len(stack),
             "engine_options": engine_options, "options": options, "seed": args.seed}
