@@ -110,6 +110,33 @@ def summary_stats(samples: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> d
     }
 
 
+def _reference_path(args, i: int) -> Path | None:
+    if not args.reference_cache:
+        return None
+    key = (f"seed{args.seed + i}_n{args.size}_c{args.chains}_w{args.warmup_true}_s{args.samples_true}"
+           f"_d{args.max_tree_depth}")
+    return Path(args.reference_cache) / f"true_model_{key}.npz"
+
+
+def _load_reference(args, i: int):
+    """(c)'s draws (chains, draws, n, n) and record from the cache, or (None, None)."""
+    path = _reference_path(args, i)
+    if path is None or not path.is_file():
+        return None, None
+    with np.load(path, allow_pickle=False) as f:  # plain arrays only: nothing is unpickled
+        return f["draws"], json.loads(str(f["record"]))
+
+
+def _save_reference(args, i: int, draws: np.ndarray, record: dict) -> None:
+    path = _reference_path(args, i)
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, draws=draws.astype(np.float32), record=json.dumps(record, default=float))
+    tmp.replace(path)
+
+
 def run_map(i, args, prior, spectrum, thresholds) -> tuple[dict, dict]:
     truth, mask, data, kind = make_map(i, args.size, args.seed)
     dt, mt = torch.as_tensor(data), torch.as_tensor(mask)
@@ -135,19 +162,22 @@ def run_map(i, args, prior, spectrum, thresholds) -> tuple[dict, dict]:
     rec["b"]["mse_cr_mean"] = rec["b"]["mse"]
     rec["b"]["mse"] = dc.masked_mse(wmean.numpy(), truth, mask)
     init = wmean.clamp_min(0.05)
-    # (c) the true model
-    pot_c = dc.true_map_potential(dt, mt)
-    res_c = dc.sample_posterior(
-        pot_c,
-        pot_c.from_map(init),
-        chains=args.chains,
-        warmup=args.warmup_true,
-        samples=args.samples_true,
-        seed=i,
-        max_tree_depth=args.max_tree_depth,
-    )
-    draws_c = res_c.pop("maps")
-    res_c.pop("map_estimate")
+    # (c) the true model (cached: it does not depend on the learned prior being compared)
+    draws_c, res_c = _load_reference(args, i)
+    if draws_c is None:
+        pot_c = dc.true_map_potential(dt, mt)
+        res_c = dc.sample_posterior(
+            pot_c,
+            pot_c.from_map(init),
+            chains=args.chains,
+            warmup=args.warmup_true,
+            samples=args.samples_true,
+            seed=i,
+            max_tree_depth=args.max_tree_depth,
+        )
+        draws_c = res_c.pop("maps")
+        res_c.pop("map_estimate")
+        _save_reference(args, i, draws_c, res_c)
     flat_c = draws_c.reshape(-1, args.size, args.size)
     rec["c"] = {
         **res_c,
@@ -436,6 +466,8 @@ def main(argv=None) -> dict:
     )
     p.add_argument("--device", default="cpu")
     p.add_argument("--jobs", type=int, default=1, help="maps run in this many processes at once")
+    p.add_argument("--reference-cache", help="folder caching (c)'s true-model draws per map "
+                   "(reused by later runs with the same map, chains and iterations)")
     p.add_argument("--out", default="benchmarks/results/dust_inpainting")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
