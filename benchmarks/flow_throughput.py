@@ -18,6 +18,9 @@ threads, device, and a torch.profiler table of where the time goes (top ops by s
 Usage: ``python benchmarks/flow_throughput.py [--device cuda] [--threads 2] [--repeats 7]``; on a
 shared machine under load, ``--threads 1 --clock thread`` times each call by its thread's CPU
 time, which other processes disturb far less than wall-clock time.
+``--malloc-no-trim`` stops glibc from returning freed memory to the OS (for every model alike):
+with the default allocator a batch-128 pass refaults its large temporaries on every flow step,
+so the default numbers include page-fault time and the no-trim numbers compare the compute.
 normflows is a benchmark-only dependency (``pip install bayessky[bench]``).
 """
 
@@ -103,6 +106,16 @@ def _profile(fn, device, top):
                      "share": round(getattr(e, attr) / total, 3), "calls": e.count} for e in events[:top]]}
 
 
+def _malloc_no_trim() -> None:
+    """glibc: never trim the heap nor mmap large blocks, so freed memory is reused, not refaulted."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    if not (libc.mallopt(m_trim_threshold, 2**30) and libc.mallopt(m_mmap_threshold, 2**30)):
+        raise RuntimeError("mallopt failed")
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
@@ -118,7 +131,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-normflows", action="store_true")
     ap.add_argument("--clock", choices=["wall", "thread"], default="wall",
                     help="thread: this thread's CPU time (needs --threads 1); robust on a loaded machine")
+    ap.add_argument("--malloc-no-trim", action="store_true",
+                    help="glibc mallopt: keep freed memory (no page-fault churn; all models alike)")
     args = ap.parse_args(argv)
+    if args.malloc_no_trim:
+        _malloc_no_trim()
     global _CLOCK
     if args.clock == "thread":
         if args.threads != 1 or args.device != "cpu":
@@ -185,6 +202,7 @@ def main(argv=None) -> dict:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "clock": args.clock,
+        "allocator": "glibc no-trim" if args.malloc_no_trim else "default",
         "load_average_1min": round(os.getloadavg()[0], 2),
         "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
                    else f"cpu ({platform.processor() or platform.machine()})"),
