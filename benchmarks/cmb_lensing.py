@@ -245,8 +245,10 @@ def figure(sim, recs: dict, results: dict, edges, path: Path) -> None:
 
     names = list(recs)
     rows = [("phi", "phi"), ("f", "f (unlensed CMB, uK)"), ("dust", "dust at 353 GHz (uK)")]
-    shape = (len(rows) + 1, len(names) + 1)
-    fig, axes = plt.subplots(*shape, figsize=(2.6 * shape[1], 2.5 * shape[0]))
+    panels = [("phi_corr", "r(phi_rec, phi_true)"), ("cmb_resid_over_cltt", "C(f_rec - f) / C_TT"),
+              ("dust_resid_over_dust_power", "C(dust_rec - dust) / C(dust)")]
+    shape = (len(rows) + 1, max(len(names) + 1, len(panels)))  # the bottom row needs 3 panels
+    fig, axes = plt.subplots(*shape, figsize=(2.6 * shape[1], 2.5 * shape[0]), squeeze=False)
     for i, (key, label) in enumerate(rows):
         truth = sim[key]
         lim = (float(np.percentile(truth, 1)), float(np.percentile(truth, 99)))
@@ -263,8 +265,6 @@ def figure(sim, recs: dict, results: dict, edges, path: Path) -> None:
         ax.set_xticks([])
         ax.set_yticks([])
     centres = np.sqrt(edges[1:] * edges[:-1])
-    panels = [("phi_corr", "r(phi_rec, phi_true)"), ("cmb_resid_over_cltt", "C(f_rec - f) / C_TT"),
-              ("dust_resid_over_dust_power", "C(dust_rec - dust) / C(dust)")]
     colours = {name: f"C{i}" for i, name in enumerate(names)}  # one colour per run in every panel
     for k, (key, label) in enumerate(panels):
         ax = axes[-1, k]
@@ -375,9 +375,9 @@ def main(argv=None) -> int:
     if a.timing_n:
         report["timing"] = timings(cl, a.timing_n, a.timing_pixel, a.timing_repeats)
     report["machine"]["load_end"] = list(os.getloadavg())
-    figure(sim, recs, report["runs"], edges, out / "cmb_lensing.png")
     text = json.dumps(report, indent=1, default=float)
-    (out / "cmb_lensing.json").write_text(text)
+    (out / "cmb_lensing.json").write_text(text)  # before the figure: a plotting error loses no run
+    figure(sim, recs, report["runs"], edges, out / "cmb_lensing.png")
     print(text)
     return 0
 
