@@ -19,6 +19,10 @@ into the card (``metrics``) and next to it (``validation.json``, ``validation.pn
   of the standard error of the difference and against the truth's per-map 95 % band.
 
     python examples/train_dust_prior.py --size 64 --out models/dust-glow-64 --minutes 20 --device cuda
+    # what made the shipped models/dust-glow-64 (no GPU was available: 71 min on one CPU thread)
+    OMP_NUM_THREADS=1 python examples/train_dust_prior.py --size 64 --levels 4 --steps 4 --hidden 48 \
+        --n-train 12000 --n-val 1000 --n-test 1000 --n-check 1000 --batch-size 64 --minutes 70 \
+        --device cpu --threads 1 --out runs/dust-glow-64-cpu
     python examples/train_dust_prior.py --size 32 --levels 3 --steps 4 --hidden 32 --n-train 4000 \\
         --minutes 4 --out runs/dust-glow-32-dev       # a tiny CPU prior for development
 """
