@@ -6,20 +6,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .._atomic import atomic_path
+
 
 def write_netcdf(idata, path: str | os.PathLike) -> Path:
-    """``idata.to_netcdf`` through a temporary file in the same folder, then an atomic rename."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    idata.to_netcdf(str(tmp))
-    tmp.replace(path)
-    return path
+    """``idata.to_netcdf`` through :func:`bayessky._atomic.atomic_path`."""
+    with atomic_path(path) as tmp:
+        idata.to_netcdf(str(tmp))
+    return Path(path)
 
 
 def write_csv(table, path: str | os.PathLike, **kwargs) -> Path:
     """``table.to_csv`` (a pandas DataFrame) written the same way."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    table.to_csv(tmp, **kwargs)
-    tmp.replace(path)
-    return path
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, **kwargs)
+    return Path(path)

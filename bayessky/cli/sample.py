@@ -7,13 +7,12 @@ undone), ``context`` (the conditioning values, if any), ``context_names``, ``pri
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .._atomic import atomic_path
 from . import CLIError
 
 __all__ = ["add_parser", "run", "parse_context"]
@@ -122,14 +121,7 @@ def run(args: argparse.Namespace) -> int:
     if context is not None:
         payload["context"] = np.array(context)
         payload["context_names"] = np.array(names)
-    # atomic write: a temporary file in the same folder, then rename
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out, suffix=".npz") as tmp:  # np.savez appends .npz to any other name
         np.savez(tmp, **payload)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     print(f"bayessky sample: wrote {maps.shape[0]} maps of shape {maps.shape[1:]} to {out}")
     return 0

@@ -17,10 +17,11 @@ import argparse
 import datetime
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .._atomic import atomic_path
 
 __all__ = ["PLANCK2018", "DEFAULT_PATH", "compute_table", "table_from_results", "write_table", "main"]
 
@@ -107,15 +108,8 @@ def table_from_results(results, lmax: int, meta: dict | None = None) -> dict:
 def write_table(table: dict, path: str | os.PathLike = DEFAULT_PATH) -> Path:
     """Write ``table`` atomically as a compressed ``.npz`` (temporary file + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npz") as tmp:  # np.savez appends .npz to any other name
         np.savez_compressed(tmp, **table)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

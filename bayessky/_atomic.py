@@ -1,0 +1,34 @@
+"""One mechanism for every file bayessky writes: a temporary file in the target's folder, renamed
+over the target with ``os.replace`` (atomic on POSIX and Windows) only when the writer finished.
+A run killed or failing at any moment leaves the old file or none, never a truncated one, and
+the temporary file is removed on failure."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_path"]
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path to write ``path``'s content to; it replaces ``path`` on success.
+
+    ``suffix`` (default: ``path``'s own) is kept on the temporary name, since writers such as
+    ``np.savez`` and ``Figure.savefig`` choose or append a format from it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix if suffix is None else suffix,
+                               dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
