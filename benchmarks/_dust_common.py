@@ -23,7 +23,8 @@ __all__ = [
     "intensity_spectrum", "hartley", "circulant", "wiener_inpaint", "constrained_realisations",
     "TrueModelPotential", "FlowLatentPotential", "MapPotential", "true_map_potential",
     "flow_map_potential", "prior_precision_trace", "DiagonalScaled", "hessian_block", "block_root",
-    "laplace_scale", "sample_posterior", "find_map", "run_nuts", "convergence", "masked_mse",
+    "laplace_scale", "sample_posterior", "posterior_draws", "find_map", "run_nuts", "convergence",
+    "masked_mse",
     "interval_coverage", "negative_fraction", "ks_distance", "minkowski_curves", "band_fraction",
     "masked_peak_profile", "git_commit",
 ]
@@ -477,6 +478,16 @@ def sample_posterior(potential: MapPotential, y_init: torch.Tensor, *, chains: i
             "tree_depth_max": int(out["tree_depth"].max()), "divergences": int(out["diverging"].sum()),
             "step_size": [float(e) for e in out["step_size"]],
             "leapfrog_steps_sampling": int(out["num_steps"].sum())}
+
+
+def posterior_draws(potential: MapPotential, y_init: torch.Tensor, args, *, seed: int, warmup: int,
+                    samples: int) -> tuple[np.ndarray, dict]:
+    """:func:`sample_posterior` with a benchmark's ``--chains`` and ``--max-tree-depth``: the map draws
+    (chains, draws, n, n) and the sampler's record (timings, leapfrog steps, step sizes)."""
+    res = sample_posterior(potential, y_init, chains=args.chains, warmup=warmup, samples=samples,
+                           seed=seed, max_tree_depth=args.max_tree_depth)
+    res.pop("map_estimate")
+    return res.pop("maps"), res
 
 
 def find_map(potential: Callable, init: torch.Tensor, steps: int = 300, lr: float = 1.0) -> torch.Tensor:

@@ -125,17 +125,8 @@ def run_map(i, args, prior, sigma_lik, mean, spectrum):
     }
     if prior is not None:
         pot = dc.flow_map_potential(prior, dt.to(prior.dtype), mt.to(prior.dtype), sigma_lik)
-        res = dc.sample_posterior(
-            pot,
-            pot.from_map(torch.as_tensor(wmean, dtype=prior.dtype)),
-            chains=args.chains,
-            warmup=args.warmup,
-            samples=args.samples,
-            seed=i,
-            max_tree_depth=args.max_tree_depth,
-        )
-        draws = res.pop("maps")
-        res.pop("map_estimate")
+        draws, res = dc.posterior_draws(pot, pot.from_map(torch.as_tensor(wmean, dtype=prior.dtype)), args,
+                                        seed=i, warmup=args.warmup, samples=args.samples)
         flat = draws.reshape(-1, args.size, args.size)
         rec["a"] = {
             **res,

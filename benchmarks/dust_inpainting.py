@@ -35,7 +35,10 @@ Run (prints one JSON object; figures and the JSON go to --out):
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
+import contextlib
 import json
+import multiprocessing as mp
 import platform
 import sys
 import time
@@ -47,6 +50,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _dust_common as dc  # noqa: E402
 
+from bayessky._atomic import atomic_path  # noqa: E402
 from bayessky.physics import dust_toy  # noqa: E402
 
 THRESHOLDS_G = np.linspace(-2.0, 2.5, 10)  # Minkowski levels in units of the Gaussian field g
@@ -131,10 +135,8 @@ def _save_reference(args, i: int, draws: np.ndarray, record: dict) -> None:
     path = _reference_path(args, i)
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, draws=draws.astype(np.float32), record=json.dumps(record, default=float))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, draws=draws.astype(np.float32), record=json.dumps(record, default=float))
 
 
 def run_map(i, args, prior, spectrum, thresholds) -> tuple[dict, dict]:
@@ -166,17 +168,8 @@ def run_map(i, args, prior, spectrum, thresholds) -> tuple[dict, dict]:
     draws_c, res_c = _load_reference(args, i)
     if draws_c is None:
         pot_c = dc.true_map_potential(dt, mt)
-        res_c = dc.sample_posterior(
-            pot_c,
-            pot_c.from_map(init),
-            chains=args.chains,
-            warmup=args.warmup_true,
-            samples=args.samples_true,
-            seed=i,
-            max_tree_depth=args.max_tree_depth,
-        )
-        draws_c = res_c.pop("maps")
-        res_c.pop("map_estimate")
+        draws_c, res_c = dc.posterior_draws(pot_c, pot_c.from_map(init), args, seed=i,
+                                            warmup=args.warmup_true, samples=args.samples_true)
         _save_reference(args, i, draws_c, res_c)
     flat_c = draws_c.reshape(-1, args.size, args.size)
     rec["c"] = {
@@ -212,17 +205,8 @@ def run_map(i, args, prior, spectrum, thresholds) -> tuple[dict, dict]:
     if prior is not None:
         dt32, mt32 = dt.to(prior.dtype), mt.to(prior.dtype)
         pot_a = dc.flow_map_potential(prior, dt32, mt32)
-        res_a = dc.sample_posterior(
-            pot_a,
-            pot_a.from_map(init.to(prior.dtype)),
-            chains=args.chains,
-            warmup=args.warmup,
-            samples=args.samples,
-            seed=i,
-            max_tree_depth=args.max_tree_depth,
-        )
-        draws_a = res_a.pop("maps")
-        res_a.pop("map_estimate")
+        draws_a, res_a = dc.posterior_draws(pot_a, pot_a.from_map(init.to(prior.dtype)), args, seed=i,
+                                            warmup=args.warmup, samples=args.samples)
         flat_a = draws_a.reshape(-1, args.size, args.size)
         rec["a"] = {
             **res_a,
@@ -432,11 +416,16 @@ def _load_prior(args):
     return prior
 
 
+def _setup(args) -> tuple:
+    """What every map needs: the learned prior (or None), the exact spectrum, the Minkowski levels."""
+    thresholds = np.exp(dust_toy.AMPLITUDE * THRESHOLDS_G - dust_toy.OFFSET)
+    return _load_prior(args), dc.intensity_spectrum(args.size), thresholds
+
+
 def _worker_init(args) -> None:
     global _WORKER
     torch.set_num_threads(args.threads)
-    thresholds = np.exp(dust_toy.AMPLITUDE * THRESHOLDS_G - dust_toy.OFFSET)
-    _WORKER = (args, _load_prior(args), dc.intensity_spectrum(args.size), thresholds)
+    _WORKER = (args, *_setup(args))
 
 
 def _worker_run(i: int):
@@ -473,32 +462,27 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    prior = _load_prior(args)
-    spectrum = dc.intensity_spectrum(args.size)
-    thresholds = np.exp(dust_toy.AMPLITUDE * THRESHOLDS_G - dust_toy.OFFSET)
+    prior, spectrum, thresholds = _setup(args)
     t0 = time.perf_counter()
     records, all_maps = [], []
-    if args.jobs > 1:  # maps are independent: one process per map, each with its own prior copy
-        import concurrent.futures as cf
-        import multiprocessing as mp
-
-        pool = cf.ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"),
-                                      initializer=_worker_init, initargs=(args,))
-        results = pool.map(_worker_run, range(args.n_maps))
-    else:
-        results = (run_map(i, args, prior, spectrum, thresholds) for i in range(args.n_maps))
-    for i, (rec, maps) in enumerate(results):
-        records.append(rec)
-        all_maps.append(maps)
-        line = {k: round(rec[k]["mse"], 4) for k in ("a", "b", "c") if k in rec}
-        print(
-            f"map {i} ({rec['mask']}): mse {line}; (c) rhat {rec['c']['convergence_masked']['rhat_max']:.4f} "
-            f"ess {rec['c']['convergence_masked']['ess_bulk_min']:.0f}; {time.perf_counter() - t0:.0f}s",
-            file=sys.stderr,
-            flush=True,
-        )
-    if args.jobs > 1:
-        pool.shutdown()
+    with contextlib.ExitStack() as stack:
+        if args.jobs > 1:  # maps are independent: one process per map, each with its own prior copy
+            pool = stack.enter_context(cf.ProcessPoolExecutor(
+                args.jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(args,)))
+            results = pool.map(_worker_run, range(args.n_maps))
+        else:
+            results = (run_map(i, args, prior, spectrum, thresholds) for i in range(args.n_maps))
+        for i, (rec, maps) in enumerate(results):
+            records.append(rec)
+            all_maps.append(maps)
+            line = {k: round(rec[k]["mse"], 4) for k in ("a", "b", "c") if k in rec}
+            print(
+                f"map {i} ({rec['mask']}): mse {line}; (c) rhat "
+                f"{rec['c']['convergence_masked']['rhat_max']:.4f} "
+                f"ess {rec['c']['convergence_masked']['ess_bulk_min']:.0f}; {time.perf_counter() - t0:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
     result = {
         "benchmark": "dust_inpainting",
         "family": dust_toy.VERSION,

@@ -89,11 +89,12 @@ def load_script(path: str | Path):
     return module
 
 
-def _load_array(path: str, name: str, key: str | None = None, ndim=(2, 3)) -> np.ndarray:
+def _load_array(path: str, name: str, key: str | None = None) -> np.ndarray:
+    """Any rank is read: :func:`run` checks the shape against what the script expects."""
     from ..data.io import load_maps
 
     try:
-        arr = load_maps(path, key=key, ndim=ndim, name=name)
+        arr = load_maps(path, key=key, ndim=range(1, 6), name=name)
     except (OSError, ValueError, KeyError) as err:
         raise CLIError(f"{name}: cannot read {path!r}: {str(err).splitlines()[0]}") from err
     arr = np.asarray(arr, dtype=np.float64)
@@ -200,9 +201,8 @@ def run(args: argparse.Namespace) -> int:
     # script that declares it, a stack of n_freq maps otherwise
     expected = getattr(module, "MAP_SHAPE", None)
     event_ndim = len(expected) if expected is not None else 2
-    # any rank is read; the checks below say what was expected in terms of this script
-    data = _load_array(args.data, "--data", args.key, ndim=range(1, 6))
-    mask = _load_array(args.mask, "--mask", ndim=range(1, 6)) if args.mask else None
+    data = _load_array(args.data, "--data", args.key)
+    mask = _load_array(args.mask, "--mask") if args.mask else None
     if data.ndim not in (event_ndim, event_ndim + 1):
         one = "(H, W)" if expected is None else str(tuple(expected))
         raise CLIError(f"--data: expected one map {one} or a stack (n, *map), got shape {data.shape}")
