@@ -240,6 +240,16 @@ def test_flat_potential_matches_scipy_with_jacobian():
     np.testing.assert_allclose(const["s"].numpy(), s)
 
 
+def test_fast_backend_chain_method_is_validated():
+    data = torch.tensor([0.2, -0.4, 1.3, 0.5], dtype=torch.float64)
+    with pytest.raises(ValueError, match="chain_method"):
+        infer.nuts(model_constrained, data, num_samples=5, warmup_steps=5, chain_method="parallel",
+                   progress_bar=False)  # the pyro backend
+    with pytest.raises(ValueError, match="chain_method"):
+        infer.nuts(model_constrained, data, num_samples=5, warmup_steps=5, backend="fast",
+                   chain_method="threads", progress_bar=False)
+
+
 def test_fast_backend_closed_form():
     pytest.importorskip("bayessky.infer.fast_nuts")
     idata = infer.nuts(model_constrained, torch.tensor([0.2, -0.4, 1.3, 0.5], dtype=torch.float64),

@@ -29,7 +29,7 @@ ENGINES = ("nuts", "hmc", "svi", "map", "grid", "emcee")
 # settings accepted by each engine front end in bayessky.infer (the rest go to the model)
 ENGINE_KEYS = {
     "nuts": {"num_samples", "warmup_steps", "num_chains", "target_accept_prob", "dense_mass",
-             "init_strategy", "jit", "max_tree_depth", "backend"},
+             "init_strategy", "jit", "max_tree_depth", "backend", "chain_method"},
     "hmc": {"num_samples", "warmup_steps", "num_chains", "target_accept_prob", "dense_mass",
             "init_strategy", "jit", "num_steps", "step_size"},
     "svi": {"guide", "steps", "num_samples", "lr", "final_lr", "init_strategy"},

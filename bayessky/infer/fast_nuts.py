@@ -52,6 +52,9 @@ References:
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
+import os
+import signal
 from collections.abc import Callable
 
 import numpy as np
@@ -60,7 +63,7 @@ from torch import Tensor
 
 from ._adaptation import DualAveraging, Welford, adaptation_schedule
 
-__all__ = ["sample"]
+__all__ = ["sample", "chain_seeds", "usable_cores"]
 
 _MAX_DELTA_ENERGY = 1000.0  # Stan's and NumPyro's divergence threshold on H - H_0
 # Keep per-chain scalars on the host (numpy) or as tensors: None picks by device (host on CPU).
@@ -141,7 +144,47 @@ def _vdot(a: Tensor, b: Tensor) -> Tensor:
     return torch.linalg.vecdot(a, b)
 
 
-def _find_reasonable_step_size(grad, metric, q, u, g, step_size, generator) -> Tensor:
+def chain_seeds(seed: int, chains: int) -> list[int]:
+    """Independent 63-bit seeds of the chains' own generators from one user seed (numpy's
+    ``SeedSequence``, so nearby user seeds give unrelated streams)."""
+    words = np.random.SeedSequence(int(seed)).generate_state(chains, dtype=np.uint64)
+    return [int(w >> np.uint64(1)) for w in words]
+
+
+class _ChainRandom:
+    """One torch generator per chain, each drawing a fixed amount per transition.
+
+    Why not one generator for the batch: with per-chain streams a chain's trajectory depends
+    only on its own seed and state, not on which other chains share its batch, so chains split
+    across processes (``chain_method="parallel"``) give the same draws as one batch. Each
+    transition takes one momentum draw and one block of ``2 max_depth + 2^max_depth - 1``
+    uniforms per chain (directions, top-level and leaf multinomial choices) whether or not the
+    tree uses them all -- a few microseconds, against milliseconds of gradients.
+    """
+
+    def __init__(self, seeds: list[int], device: torch.device):
+        self.gens = []
+        for s in seeds:
+            g = torch.Generator(device=device)
+            g.manual_seed(s)
+            self.gens.append(g)
+
+    def normal(self, dim: int, rows=None, **kw) -> Tensor:
+        """(chains, dim) standard normals; only the chains in ``rows`` (all by default) draw,
+        the others get zeros."""
+        if rows is None:
+            return torch.stack([torch.randn(dim, generator=g, **kw) for g in self.gens])
+        out = torch.zeros(len(self.gens), dim, **kw)
+        for c in rows:
+            out[c] = torch.randn(dim, generator=self.gens[c], **kw)
+        return out
+
+    def uniform(self, n: int, **kw) -> Tensor:
+        """(chains, n) uniforms on [0, 1)."""
+        return torch.stack([torch.rand(n, generator=g, **kw) for g in self.gens])
+
+
+def _find_reasonable_step_size(grad, metric, q, u, g, step_size, rng: _ChainRandom) -> Tensor:
     """NumPyro's heuristic, per chain: halve or double ``eps`` until the one-step acceptance
     ``exp(-dH)`` crosses 0.8; the first step size on the other side is returned."""
     chains = q.shape[0]
@@ -153,7 +196,8 @@ def _find_reasonable_step_size(grad, metric, q, u, g, step_size, generator) -> T
     # log2(max / tiny) doublings sweep the whole exponent range; NumPyro's loop is unbounded.
     for _ in range(2 * int(math.log2(finfo.max) - math.log2(finfo.tiny)) + 4):
         step_size = torch.where(active, step_size * torch.exp2(direction), step_size)
-        p = metric.momentum(torch.randn(q.shape, generator=generator, dtype=q.dtype, device=q.device))
+        rows = active.nonzero().flatten().tolist()
+        p = metric.momentum(rng.normal(q.shape[1], rows, dtype=q.dtype, device=q.device))
         h0 = u + 0.5 * _vdot(p, metric.velocity(p))
         eps = step_size.unsqueeze(-1)
         p1 = torch.addcmul(p, eps, g, value=-0.5)
@@ -337,18 +381,19 @@ class _NUTS:
         return (q, p, g, v, weight, p_sum, prop_q, prop_u, prop_g, prop_w, dead, diverging, steps,
                 accept)
 
-    def transition(self, q0: Tensor, u0: Tensor, g0: Tensor, step_size: Tensor, generator):
+    def transition(self, q0: Tensor, u0: Tensor, g0: Tensor, step_size: Tensor, rng: _ChainRandom):
         """One NUTS draw per chain from (q0, U(q0), grad U(q0)); returns (q, U, grad, stats)."""
         xp, to_xp, metric, max_depth = self.xp, self.to_xp, self.metric, self.max_depth
         select, blend = self.select, self.blend
-        chains = q0.shape[0]
         kw = self.kw
-        p0 = metric.momentum(torch.randn(q0.shape, generator=generator, **kw))
+        p0 = metric.momentum(rng.normal(q0.shape[1], **kw))
         v0 = metric.velocity(p0)
         u0 = to_xp(u0)
         h0 = u0 + 0.5 * to_xp(_vdot(p0, v0))
-        draws = to_xp(torch.rand(2, max_depth, chains, generator=generator, **kw))
-        going_right, log_u_top = draws[0] < 0.5, xp.log(draws[1])
+        # Rows: max_depth directions, max_depth top-level choices, then the leaves of subtree j
+        # at max_depth + 2^j - 1 ... (see _ChainRandom: a fixed amount per chain and transition).
+        draws = to_xp(rng.uniform(2 * max_depth + 2**max_depth - 1, **kw).T.contiguous())
+        going_right, log_u = draws[:max_depth] < 0.5, xp.log(draws[max_depth:])
         step = to_xp(step_size)
         # Tree state: both ends (q, p, grad, velocity), the multinomial proposal with its
         # log-weight w = H0 - H, the tree's log-weight and the momentum sum of the trajectory.
@@ -368,17 +413,16 @@ class _NUTS:
                 break
             right = going_right[j]
             eps = self.to_torch(xp.where(right, step, -step)).unsqueeze(-1)
-            log_u = xp.log(to_xp(torch.rand(2**j, chains, generator=generator, **kw)))
             (q, p, g, v, w_sub, p_sum_sub, sq, su, sg, sw, dead, div, n_steps, acc) = self._subtree(
                 j, blend(right, qr, ql), blend(right, pr, pl), blend(right, gr, gl), eps, h0, done,
-                log_u)
+                log_u[max_depth + 2**j - 1: max_depth + 2 ** (j + 1) - 1])
             steps = steps + n_steps
             accept = accept + acc
             diverging = diverging | div
             depth = depth + ~done
             # Biased progressive sampling: move to the new subtree with prob min(1, W_new / W_old),
             # never to a subtree that turned or diverged, nor for a chain already done.
-            take = ~dead & (log_u_top[j] < w_sub - weight)
+            take = ~dead & (log_u[j] < w_sub - weight)
             prop_u = xp.where(take, su, prop_u)
             prop_w = xp.where(take, sw, prop_w)
             # NaN-proof here: a chain that is done keeps its proposal whatever its subtree holds.
@@ -424,6 +468,8 @@ def sample(
     step_size: float | Tensor | None = None,
     seed: int | None = None,
     progress_bar: bool = True,
+    chain_method: str = "vectorized",
+    processes: int | None = None,
 ) -> dict[str, Tensor]:
     r"""Run batched multinomial NUTS on the flat potential ``U(q) = -log p(q)``.
 
@@ -442,8 +488,17 @@ def sample(
         dense_mass: adapt a full (D, D) inverse mass matrix instead of its diagonal.
         step_size: initial step size (scalar or (chains,)); ``None`` finds one heuristically.
             With ``warmup_steps = 0`` a given step size is used unchanged.
-        seed: seed of the sampler's own generator; ``None`` draws one from torch's global RNG.
-        progress_bar: show a tqdm bar over iterations.
+        seed: seeds the chains' own generators (:func:`chain_seeds`); ``None`` draws one from
+            torch's global RNG. Chain ``c``'s draws depend only on ``seed`` and its own start,
+            not on the number of chains beside it nor on ``chain_method``.
+        progress_bar: show a tqdm bar over iterations (of the first process when parallel).
+        chain_method: ``"vectorized"``: all chains in lockstep in this process, one potential
+            call per leapfrog step for the batch (the choice on accelerators and for cheap
+            potentials). ``"parallel"``: the chains split into ``processes`` contiguous blocks,
+            each run vectorized in a forked CPU process -- the way to use several cores when
+            one potential call is too small to keep them busy (a 64 x 64 map).
+        processes: worker processes for ``"parallel"``; default: the usable CPU cores, at most
+            one per chain.
 
     Returns:
         A dict of tensors: ``samples`` (chains, num_samples, D); per draw (chains, num_samples)
@@ -474,13 +529,45 @@ def sample(
         raise ValueError(f"max_tree_depth: expected an integer >= 1, got {max_tree_depth!r}")
     num_samples, warmup_steps, max_tree_depth = int(num_samples), int(warmup_steps), int(max_tree_depth)
 
-    q = initial_params.detach().clone()
-    chains, dim = q.shape
-    kw = {"dtype": q.dtype, "device": q.device}
+    if chain_method not in ("vectorized", "parallel"):
+        raise ValueError(f"chain_method: expected 'vectorized' or 'parallel', got {chain_method!r}")
+    if processes is not None and (int(processes) != processes or processes < 1):
+        raise ValueError(f"processes: expected an integer >= 1, got {processes!r}")
+    chains = initial_params.shape[0]
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
-    generator = torch.Generator(device=q.device)
-    generator.manual_seed(int(seed))
+    seeds = chain_seeds(seed, chains)
+    options = dict(num_samples=num_samples, warmup_steps=warmup_steps, target_accept=target_accept,
+                   max_tree_depth=max_tree_depth, dense_mass=dense_mass, step_size=step_size)
+    q = initial_params.detach().clone()
+    groups = 1
+    if chain_method == "parallel":
+        if q.device.type != "cpu":
+            raise ValueError(f"chain_method: 'parallel' runs chains in CPU processes; on {q.device.type} "
+                             "use 'vectorized' (one batch on the device)")
+        if "fork" not in mp.get_all_start_methods():
+            raise ValueError("chain_method: 'parallel' needs the 'fork' start method, which this "
+                             "platform lacks; use 'vectorized'")
+        groups = min(chains, processes or usable_cores())
+    if groups <= 1:
+        return _run_batch(potential_fn, q, seeds, progress_bar=progress_bar, **options)
+    return _run_parallel(potential_fn, q, seeds, groups, progress_bar=progress_bar, **options)
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _run_batch(potential_fn, q: Tensor, seeds: list[int], *, num_samples, warmup_steps, target_accept,
+               max_tree_depth, dense_mass, step_size, progress_bar, desc: str = "") -> dict[str, Tensor]:
+    """All chains of ``q`` (chains, D) in lockstep in this process; see :func:`sample`."""
+    chains, dim = q.shape
+    kw = {"dtype": q.dtype, "device": q.device}
+    rng = _ChainRandom(seeds, q.device)
     grad = _Gradient(potential_fn, chains)
 
     # -inf - (-inf) = NaN in a log-weight difference is expected (a first leaf that diverged) and
@@ -498,7 +585,7 @@ def sample(
         metric = _Metric(inverse_mass)
         eps = _as_step_size(1.0 if step_size is None else step_size, chains, q)
         if step_size is None or warmup_steps > 0:
-            eps = _find_reasonable_step_size(grad, metric, q, u, g, eps, generator)
+            eps = _find_reasonable_step_size(grad, metric, q, u, g, eps, rng)
         nuts = _NUTS(grad, metric, max_tree_depth, q)
 
         schedule = adaptation_schedule(warmup_steps)
@@ -517,10 +604,11 @@ def sample(
         if progress_bar:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=warmup_steps + num_samples, desc="warmup" if warmup_steps else "sample")
+            bar = tqdm(total=warmup_steps + num_samples,
+                       desc=f"{desc}warmup" if warmup_steps else f"{desc}sample")
         try:
             for it in range(warmup_steps + num_samples):
-                q, u, g, stats = nuts.transition(q, u, g, eps, generator)
+                q, u, g, stats = nuts.transition(q, u, g, eps, rng)
                 if it < warmup_steps:
                     accept_prob = torch.as_tensor(stats["accept_prob"]).to(**kw)
                     log_eps = averaging.update(accept_prob, target_accept)
@@ -534,7 +622,7 @@ def sample(
                         if middle:
                             metric.set(welford.covariance(regularize=True))
                             welford.reset()
-                            eps = _find_reasonable_step_size(grad, metric, q, u, g, eps, generator)
+                            eps = _find_reasonable_step_size(grad, metric, q, u, g, eps, rng)
                             averaging.reset(torch.log(10 * eps))
                         window += 1
                 else:
@@ -545,7 +633,7 @@ def sample(
                 if bar is not None:
                     bar.update(1)
                     if it + 1 == warmup_steps:
-                        bar.set_description("sample")
+                        bar.set_description(f"{desc}sample")
                     if it % 10 == 0:
                         bar.set_postfix(step=f"{float(eps.mean()):.3g}",
                                         depth=f"{float(stats['tree_depth'].sum()) / chains:.2g}")
@@ -555,4 +643,77 @@ def sample(
 
     out = {"samples": samples, **stats_out, "step_size": eps,
            "inverse_mass_matrix": metric.inverse_mass}
+    return out
+
+
+def _set_parent_death_signal() -> None:
+    """Linux: have the kernel kill this (worker) process when its parent dies, so a killed run
+    leaves no chains behind burning CPU. A no-op elsewhere."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
+def _run_parallel(potential_fn, q: Tensor, seeds: list[int], groups: int, *, progress_bar,
+                  **options) -> dict[str, Tensor]:
+    """Chains split into ``groups`` contiguous blocks, each run by :func:`_run_batch` in a forked
+    process; results concatenated along the chain axis.
+
+    Why fork and not spawn (Pyro's and the benchmark's choice for whole programs): the potential
+    is typically a closure over a Pyro model and its data, which cannot be pickled; a forked
+    child inherits it as it is. Only the children's results (numpy arrays this module made) cross
+    the pipe. Each child runs torch on ONE thread: a forked child of a process whose GNU OpenMP
+    pool has run hangs in its first multi-threaded op (measured here: a 3000 x 3000 product
+    never returns), and one thread per process is what the split across cores is for anyway.
+    """
+    ctx = mp.get_context("fork")
+    blocks = np.array_split(np.arange(q.shape[0]), groups)
+
+    def child(conn, k, rows):
+        try:
+            _set_parent_death_signal()
+            torch.set_num_threads(1)
+            lo, hi = int(rows[0]), int(rows[-1]) + 1
+            out = _run_batch(potential_fn, q[lo:hi].clone(), seeds[lo:hi],
+                             progress_bar=progress_bar and k == 0,
+                             desc=f"chains {lo}-{hi - 1} of {q.shape[0]}: ", **options)
+            conn.send(("ok", {key: v.numpy() for key, v in out.items()}))
+        except BaseException as err:  # report any failure to the parent, then exit
+            conn.send(("error", f"{type(err).__name__}: {err}"))
+        finally:
+            conn.close()
+
+    procs, conns = [], []
+    try:
+        for k, rows in enumerate(blocks):
+            recv, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=child, args=(send, k, rows), daemon=True)
+            proc.start()
+            send.close()
+            procs.append(proc)
+            conns.append(recv)
+        results = []
+        for k, conn in enumerate(conns):
+            try:
+                status, payload = conn.recv()
+            except EOFError:
+                raise RuntimeError(f"chain_method='parallel': worker {k} died without a result "
+                                   f"(exit code {procs[k].exitcode})") from None
+            if status != "ok":
+                raise RuntimeError(f"chain_method='parallel': worker {k} failed: {payload}")
+            results.append(payload)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+            proc.join()
+    out = {key: torch.from_numpy(np.concatenate([r[key] for r in results], 0)).to(q.device)
+           for key in results[0]}
     return out

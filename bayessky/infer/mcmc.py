@@ -8,12 +8,14 @@ Hamiltonian at the start of the trajectory, for the BFMI), ``diverging``, ``acce
 worker processes through the kernel's ``diagnostics()``, Pyro's own channel.
 
 ``backend="fast"`` hands a batched flat potential (chains, D) -> (chains,) to
-``bayessky.infer.fast_nuts.sample`` (all chains advance together in one process).
+``bayessky.infer.fast_nuts.sample``: chains advance together in one batch, and on a CPU with
+cores to spare the batch is split across forked processes (``chain_method``).
 """
 
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
 import warnings
 from collections.abc import Callable
 
@@ -136,17 +138,33 @@ def _run_pyro(kind, model, args, kwargs, *, num_samples, warmup_steps, num_chain
     return samples, stats
 
 
+def _fast_chain_method(name, chain_method, num_chains, device):
+    """``None`` -> "parallel" on a multi-core CPU with fork and >= 2 chains, else "vectorized"."""
+    from . import fast_nuts
+
+    if chain_method is not None:
+        if chain_method not in ("vectorized", "parallel"):
+            raise ValueError(f"{name}: chain_method must be 'vectorized', 'parallel' or None, "
+                             f"got {chain_method!r}")
+        return chain_method
+    parallel = (num_chains >= 2 and device.type == "cpu" and fast_nuts.usable_cores() >= 2
+                and "fork" in mp.get_all_start_methods())
+    return "parallel" if parallel else "vectorized"
+
+
 def _run_fast(name, model, args, kwargs, *, num_samples, warmup_steps, num_chains, init_fn,
-              target_accept_prob, max_tree_depth, dense_mass, seed, progress_bar):
+              target_accept_prob, max_tree_depth, dense_mass, seed, progress_bar, chain_method):
     try:
         from . import fast_nuts
     except ImportError as err:
         raise RuntimeError(f"{name}: backend='fast' needs bayessky.infer.fast_nuts, which is not "
                            "available in this installation; use backend='pyro'") from err
     pot = FlatPotential(model, args, kwargs, num_chains=num_chains, init_strategy=init_fn, name=name)
+    method = _fast_chain_method(name, chain_method, num_chains, pot.initial.device)
     out = fast_nuts.sample(pot, pot.initial.detach(), num_samples, warmup_steps,
                            target_accept=target_accept_prob, max_tree_depth=max_tree_depth,
-                           dense_mass=bool(dense_mass), seed=seed, progress_bar=progress_bar)
+                           dense_mass=bool(dense_mass), seed=seed, progress_bar=progress_bar,
+                           chain_method=method)
     z = out["samples"].detach()
     samples = pot.constrain(z)
     C, S = z.shape[0], z.shape[1]
@@ -167,12 +185,15 @@ def _run_fast(name, model, args, kwargs, *, num_samples, warmup_steps, num_chain
 
 def _mcmc(kind, model, args, *, num_samples, warmup_steps, num_chains, target_accept_prob,
           dense_mass, init_strategy, jit, max_tree_depth, progress_bar, seed, backend, mp_context,
-          hmc_kw, model_kwargs):
+          hmc_kw, model_kwargs, chain_method=None):
     _check_common(kind, num_samples, warmup_steps, num_chains, target_accept_prob)
     if backend not in ("pyro", "fast"):
         raise ValueError(f"{kind}: backend must be 'pyro' or 'fast', got {backend!r}")
     if backend == "fast" and kind != "nuts":
         raise ValueError(f"{kind}: backend='fast' is only available for nuts")
+    if backend == "pyro" and chain_method is not None:
+        raise ValueError(f"{kind}: chain_method is an option of backend='fast'; Pyro's MCMC "
+                         "chooses its processes itself (num_chains, mp_context)")
     with seeded(seed):
         init_fn = _resolve_init(kind, init_strategy, model, args, model_kwargs, seed)
         if backend == "fast":
@@ -180,7 +201,7 @@ def _mcmc(kind, model, args, *, num_samples, warmup_steps, num_chains, target_ac
                 kind, model, args, model_kwargs, num_samples=num_samples, warmup_steps=warmup_steps,
                 num_chains=num_chains, init_fn=init_fn, target_accept_prob=target_accept_prob,
                 max_tree_depth=max_tree_depth, dense_mass=dense_mass, seed=seed,
-                progress_bar=progress_bar)
+                progress_bar=progress_bar, chain_method=chain_method)
         else:
             kernel_kw = dict(full_mass=dense_mass, jit_compile=jit, ignore_jit_warnings=True,
                              target_accept_prob=target_accept_prob, **hmc_kw)
@@ -212,6 +233,7 @@ def nuts(
     seed: int | None = 0,
     backend: str = "pyro",
     mp_context: str | None = None,
+    chain_method: str | None = None,
     **model_kwargs,
 ):
     r"""No-U-Turn sampler (Pyro's ``NUTS`` in ``MCMC``) -> ``arviz.InferenceData``.
@@ -231,6 +253,10 @@ def nuts(
         max_tree_depth: at most 2^max_tree_depth leapfrog steps per draw.
         seed: seeds torch/numpy/random for this call (global states are restored afterwards).
         backend: ``"pyro"`` or ``"fast"`` (batched chains, :mod:`bayessky.infer.fast_nuts`).
+        chain_method: ``backend="fast"`` only: ``"vectorized"`` (all chains in one batch in
+            this process), ``"parallel"`` (the batch split across forked CPU processes, one per
+            usable core) or ``None``: parallel on a multi-core CPU, vectorized on GPUs. A chain's
+            draws do not depend on it.
 
     Returns:
         InferenceData with ``posterior`` (latent and deterministic sites, (chain, draw, ...)),
@@ -252,7 +278,7 @@ def nuts(
                  num_chains=num_chains, target_accept_prob=target_accept_prob, dense_mass=dense_mass,
                  init_strategy=init_strategy, jit=jit, max_tree_depth=max_tree_depth,
                  progress_bar=progress_bar, seed=seed, backend=backend, mp_context=mp_context,
-                 hmc_kw={}, model_kwargs=model_kwargs)
+                 hmc_kw={}, model_kwargs=model_kwargs, chain_method=chain_method)
 
 
 def hmc(
