@@ -449,7 +449,8 @@ def laplace_scale(potential: MapPotential, y0: torch.Tensor,
 
 def sample_posterior(potential: MapPotential, y_init: torch.Tensor, *, chains: int = 4, warmup: int = 500,
                      samples: int = 500, seed: int = 0, map_steps: int = 300, max_tree_depth: int = 10,
-                     target_accept: float = 0.8, progress_bar: bool = False) -> dict:
+                     target_accept: float = 0.8, progress_bar: bool = False,
+                     chain_method: str = "vectorized") -> dict:
     """MAP (L-BFGS) -> diagonal Laplace scaling -> batched NUTS with ``chains`` chains started at
     independent draws of the diagonal Laplace approximation. Returns maps (chains, samples, n, n)
     and the sampler's statistics and timings."""
@@ -467,7 +468,7 @@ def sample_posterior(potential: MapPotential, y_init: torch.Tensor, *, chains: i
     t_precond = time.perf_counter() - t0
     t1 = time.perf_counter()
     out = run_nuts(scaled, init, samples, warmup, seed=seed, max_tree_depth=max_tree_depth,
-                   target_accept=target_accept, progress_bar=progress_bar)
+                   target_accept=target_accept, progress_bar=progress_bar, chain_method=chain_method)
     t_nuts = time.perf_counter() - t1
     with torch.no_grad():
         maps = potential.to_map(scaled.y(out["samples"])).double().cpu().numpy()
@@ -482,10 +483,12 @@ def sample_posterior(potential: MapPotential, y_init: torch.Tensor, *, chains: i
 
 def posterior_draws(potential: MapPotential, y_init: torch.Tensor, args, *, seed: int, warmup: int,
                     samples: int) -> tuple[np.ndarray, dict]:
-    """:func:`sample_posterior` with a benchmark's ``--chains`` and ``--max-tree-depth``: the map draws
-    (chains, draws, n, n) and the sampler's record (timings, leapfrog steps, step sizes)."""
+    """:func:`sample_posterior` with a benchmark's ``--chains``, ``--max-tree-depth`` and (where it
+    has one) ``--chain-method``: the map draws (chains, draws, n, n) and the sampler's record
+    (timings, leapfrog steps, step sizes)."""
     res = sample_posterior(potential, y_init, chains=args.chains, warmup=warmup, samples=samples,
-                           seed=seed, max_tree_depth=args.max_tree_depth)
+                           seed=seed, max_tree_depth=args.max_tree_depth,
+                           chain_method=getattr(args, "chain_method", "vectorized"))
     res.pop("map_estimate")
     return res.pop("maps"), res
 
@@ -508,12 +511,13 @@ def find_map(potential: Callable, init: torch.Tensor, steps: int = 300, lr: floa
 
 def run_nuts(potential: Callable, init: torch.Tensor, num_samples: int, warmup_steps: int, *,
              seed: int = 0, max_tree_depth: int = 10, target_accept: float = 0.8,
-             progress_bar: bool = False) -> dict:
+             progress_bar: bool = False, chain_method: str = "vectorized") -> dict:
     """Batched NUTS (:func:`bayessky.infer.fast_nuts.sample`) on a flat potential; init (chains, D)."""
     from bayessky.infer import fast_nuts
 
     return fast_nuts.sample(potential, init, num_samples, warmup_steps, target_accept=target_accept,
-                            max_tree_depth=max_tree_depth, seed=seed, progress_bar=progress_bar)
+                            max_tree_depth=max_tree_depth, seed=seed, progress_bar=progress_bar,
+                            chain_method=chain_method)
 
 
 def convergence(draws: np.ndarray, where: np.ndarray | None = None) -> dict:

@@ -239,6 +239,8 @@ def main(argv=None) -> dict:
     p.add_argument("--n-spectrum", type=int, default=20_000, help="images for the set's mean and P(k)")
     p.add_argument("--seed", type=int, default=100_000)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--chain-method", default="vectorized", choices=["vectorized", "parallel"],
+                   help="(a)'s chains in one batch or split over forked CPU processes (one per core)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="benchmarks/results/blob_inpainting")
     args = p.parse_args(argv)

@@ -15,6 +15,10 @@ reaches 28 bulk-ESS/s (1 chain), this core 155, NumPyro 154 (chains one after an
   integrates ``2^j`` steps in its own random direction; chains that have stopped (U-turn or
   divergence) are masked, their positions frozen, so ``potential_fn`` is called once per leapfrog
   step on the whole (chains, D) batch and autograd runs once for all chains;
+* on a multi-core CPU, splits the chains into blocks run in forked processes
+  (``chain_method="parallel"``, NumPyro's counterpart runs one XLA device per chain): a 64 x 64
+  potential is too small for torch's intra-op threads to use a second core, a second process
+  does. Every chain draws from its own generator, so the split does not change its draws;
 * keeps the per-chain scalars (energies, log-weights, masks) in numpy on CPU, where a torch
   tensor shares memory with a numpy array and numpy's dispatch on a few numbers is several times
   cheaper than torch's, and selects rows with ``lerp`` (vectorised) rather than ``torch.where``
