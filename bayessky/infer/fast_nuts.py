@@ -4,9 +4,10 @@ per leapfrog step for all chains.
 Why a hand-written core instead of ``pyro.infer.NUTS``: Pyro re-traces and replays the model at
 every gradient and builds each chain's tree recursively in Python, one chain at a time, one
 process per chain. On the 64 x 64 Wiener-filter posterior of ``benchmarks/nuts_wiener.py``
-(4 chains x (500 + 500), float32, this project's shared 2-core machine, 1 torch thread) Pyro
-reaches 28 bulk-ESS/s (1 chain), this core 155, NumPyro 154 (chains one after another) and 363
-(``chain_method="parallel"``, one XLA device per chain, both cores). This module takes a
+(4 chains x (500 + 500), float32, 2 idle cores, 1 torch thread per process; median-pixel bulk
+ESS/s) Pyro reaches 28 (1 chain), this core 84 in one process and 105 split over two, NumPyro
+128 (chains one after another) and 363 (``chain_method="parallel"``, one XLA device per chain,
+both cores). This module takes a
 *batched* potential ``U(q)``, ``q`` of shape (chains, D), and
 
 * builds the NUTS tree iteratively (NumPyro's checkpointed scheme, no recursion), so the Python
@@ -34,15 +35,17 @@ Stan's (see :mod:`bayessky.infer._adaptation`): dual averaging of the step size,
 diagonal or dense mass-matrix estimates with Welford's algorithm and shrinkage toward ``1e-3``,
 and a "reasonable" initial step size re-found after each mass-matrix update, all per chain.
 
-Where the time goes (same benchmark): 68% in ``potential_fn`` and its autograd backward (430 us
-per batched call of 4 chains, of which the forward is a third), 200 us of tree bookkeeping per
-leapfrog step; lockstep adds 19% gradient calls over the chains' own tree sizes at 4 chains and
-42% at 16 (a transition lasts as long as its longest tree). What would close the gap to NumPyro's
-parallel chains: a second core (chains split across processes -- ``potential_fn``, e.g. a Pyro
-trace, is not thread-safe), a compiled potential (``torch.compile`` of the FFT potential saved
-23% per gradient at ~1 min of compilation), and per-chain asynchronous trees instead of
-lockstep. Torch's OpenMP pool degrades badly when the CPU is oversubscribed: on that shared
-machine 2 torch threads made the same run 20x slower than 1 thread, so set
+Where the time goes (same benchmark, one process): 66% in ``potential_fn`` and its autograd
+backward (740 us per batched call of 4 chains, the forward a third of it), 380 us of tree
+bookkeeping per leapfrog step; lockstep adds 20% gradient calls over the chains' own tree sizes
+at 4 chains and 42% at 16 (a transition lasts as long as its longest tree). Both costs are
+PyTorch's eager per-op dispatch, nearly independent of the batch size at this map size, which is
+why splitting 4 chains over two processes gains only 1.25x (each still takes one step per
+leapfrog of its longest tree) while XLA, compiling the whole step, is 3.5x ahead. What would
+close that gap: a compiled step (``torch.compile`` of the FFT potential alone saved 23% per
+gradient at ~1 min of compilation) and per-chain asynchronous trees instead of lockstep. Torch's
+OpenMP pool degrades badly when the CPU is oversubscribed: on that shared machine 2 torch threads
+made the same run 20x slower than 1 thread, so set
 ``torch.set_num_threads(1)`` for map-sized potentials on a busy CPU.
 
 References:
