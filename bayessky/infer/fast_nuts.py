@@ -41,9 +41,11 @@ bookkeeping per leapfrog step; lockstep adds 20% gradient calls over the chains'
 at 4 chains and 42% at 16 (a transition lasts as long as its longest tree). Both costs are
 PyTorch's eager per-op dispatch, nearly independent of the batch size at this map size, which is
 why splitting 4 chains over two processes gains only 1.25x (each still takes one step per
-leapfrog of its longest tree) while XLA, compiling the whole step, is 3.5x ahead. What would
-close that gap: a compiled step (``torch.compile`` of the FFT potential alone saved 23% per
-gradient at ~1 min of compilation) and per-chain asynchronous trees instead of lockstep. Torch's
+leapfrog of its longest tree) while XLA, compiling the whole step, is 3.5x ahead. Compiling the
+potential does not help: ``torch.compile(torch.func.grad_and_value(U))`` (12 s to compile) runs
+at 640-660 us per 4-chain call against 620-680 eager, of which the forward and backward FFTs are
+~190 us. What is left to try: per-chain asynchronous trees instead of lockstep, and fewer,
+fused bookkeeping ops per leaf. Torch's
 OpenMP pool degrades badly when the CPU is oversubscribed: on that shared machine 2 torch threads
 made the same run 20x slower than 1 thread, so set
 ``torch.set_num_threads(1)`` for map-sized potentials on a busy CPU.
