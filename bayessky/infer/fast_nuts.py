@@ -72,7 +72,7 @@ from torch import Tensor
 
 from ._adaptation import DualAveraging, Welford, adaptation_schedule
 
-__all__ = ["sample", "chain_seeds", "usable_cores"]
+__all__ = ["sample", "chain_seeds", "default_chain_method", "usable_cores"]
 
 _MAX_DELTA_ENERGY = 1000.0  # Stan's and NumPyro's divergence threshold on H - H_0
 # Keep per-chain scalars on the host (numpy) or as tensors: None picks by device (host on CPU).
@@ -561,6 +561,13 @@ def sample(
     if groups <= 1:
         return _run_batch(potential_fn, q, seeds, progress_bar=progress_bar, **options)
     return _run_parallel(potential_fn, q, seeds, groups, progress_bar=progress_bar, **options)
+
+
+def default_chain_method(chains: int, device: torch.device) -> str:
+    """"parallel" where it can run and help (CPU, fork, >= 2 chains and cores), else "vectorized"."""
+    parallel = (chains >= 2 and device.type == "cpu" and usable_cores() >= 2
+                and "fork" in mp.get_all_start_methods())
+    return "parallel" if parallel else "vectorized"
 
 
 def usable_cores() -> int:

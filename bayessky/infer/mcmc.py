@@ -15,7 +15,6 @@ cores to spare the batch is split across forked processes (``chain_method``).
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
 import warnings
 from collections.abc import Callable
 
@@ -147,9 +146,7 @@ def _fast_chain_method(name, chain_method, num_chains, device):
             raise ValueError(f"{name}: chain_method must be 'vectorized', 'parallel' or None, "
                              f"got {chain_method!r}")
         return chain_method
-    parallel = (num_chains >= 2 and device.type == "cpu" and fast_nuts.usable_cores() >= 2
-                and "fork" in mp.get_all_start_methods())
-    return "parallel" if parallel else "vectorized"
+    return fast_nuts.default_chain_method(num_chains, device)
 
 
 def _run_fast(name, model, args, kwargs, *, num_samples, warmup_steps, num_chains, init_fn,
