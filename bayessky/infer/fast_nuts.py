@@ -38,10 +38,12 @@ and a "reasonable" initial step size re-found after each mass-matrix update, all
 Where the time goes (same benchmark, one process): 66% in ``potential_fn`` and its autograd
 backward (740 us per batched call of 4 chains, the forward a third of it), 380 us of tree
 bookkeeping per leapfrog step; lockstep adds 20% gradient calls over the chains' own tree sizes
-at 4 chains and 42% at 16 (a transition lasts as long as its longest tree). Both costs are
-PyTorch's eager per-op dispatch, nearly independent of the batch size at this map size, which is
-why splitting 4 chains over two processes gains only 1.25x (each still takes one step per
-leapfrog of its longest tree) while XLA, compiling the whole step, is 3.5x ahead. Compiling the
+at 4 chains and 42% at 16 (a transition lasts as long as its longest tree). From the 4- and
+16-chain runs, a leapfrog step costs ~600 us of fixed eager dispatch (gradient 426, bookkeeping
+176) plus ~130 us per chain (79 + 51: unfused elementwise kernels, and the complex-to-complex
+FFT torch's backward of ``rfft2`` runs), which is why splitting 4 chains over two processes gains
+only 1.25x (each still pays the fixed part per leapfrog of its longest tree) while XLA,
+compiling the whole step at ~100 us per chain-step on one core, is 3.5x ahead (2.8x at 16). Compiling the
 potential does not help: ``torch.compile(torch.func.grad_and_value(U))`` (12 s to compile) runs
 at 640-660 us per 4-chain call against 620-680 eager, of which the forward and backward FFTs are
 ~190 us. What is left to try: per-chain asynchronous trees instead of lockstep, and fewer,
