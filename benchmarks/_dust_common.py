@@ -14,7 +14,10 @@ leading dimensions, unless a docstring says numpy.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import concurrent.futures as cf
+import functools
+import multiprocessing as mp
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -26,7 +29,7 @@ __all__ = [
     "laplace_scale", "sample_posterior", "posterior_draws", "find_map", "run_nuts", "convergence",
     "masked_mse",
     "interval_coverage", "negative_fraction", "ks_distance", "minkowski_curves", "band_fraction",
-    "masked_peak_profile", "git_commit",
+    "masked_peak_profile", "git_commit", "add_run_options", "map_results",
 ]
 
 
@@ -660,3 +663,43 @@ def git_commit() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def add_run_options(p) -> None:
+    """The options both inpainting benchmarks share for where and how the maps run."""
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (1 is "
+                   "fastest on busy CPUs)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--jobs", type=int, default=1, help="maps run in this many spawned processes at once")
+    p.add_argument("--chain-method", default="vectorized", choices=["vectorized", "parallel"],
+                   help="(a)'s chains in one batch or split over forked CPU processes (one per core)")
+
+
+_MAP_STATE: tuple = ()
+
+
+def _init_map_worker(setup: Callable, args) -> None:
+    global _MAP_STATE
+    torch.set_num_threads(args.threads)
+    _MAP_STATE = tuple(setup(args))
+
+
+def _run_map_in_worker(run: Callable, i: int):
+    return run(i, *_MAP_STATE)
+
+
+def map_results(run: Callable, setup: Callable, args, n_maps: int, state: tuple | None = None) -> Iterator:
+    """``run(i, *setup(args))`` for ``i < n_maps``, in order: in this process (reusing ``state``,
+    the caller's own ``setup(args)``, when given), or with ``args.jobs > 1`` in that many spawned
+    processes, each building its own ``setup(args)`` (the maps are independent; spawn, not fork,
+    because the parent has already run torch's thread pool; ``run`` and ``setup`` must be
+    module-level functions)."""
+    if args.jobs <= 1:
+        state = tuple(setup(args) if state is None else state)
+        for i in range(n_maps):
+            yield run(i, *state)
+        return
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=_init_map_worker,
+                                initargs=(setup, args)) as pool:
+        yield from pool.map(functools.partial(_run_map_in_worker, run), range(n_maps))

@@ -20,9 +20,12 @@ coverage, negative values, and the stacked-peak profiles (seed 003: cut-outs aro
 above 0.5 and their radial profile) of the blobs inpainted in the holes -- truth vs posterior
 means vs posterior draws.
 
-    OMP_NUM_THREADS=1 python benchmarks/blob_inpainting.py --prior blob-glow-128 --size 128 --n-blobs 50
-    python benchmarks/blob_inpainting.py --prior runs/blob-glow-32 --size 32 --n-blobs 3 \\
-        --stack-size 11 --warmup 300 --samples 300        # development size (same blob density)
+    OMP_NUM_THREADS=1 python benchmarks/blob_inpainting.py --jobs 2      # shipped blob-glow-64
+    OMP_NUM_THREADS=1 python benchmarks/blob_inpainting.py --prior my-blob-glow-128 --size 128 \\
+        --n-blobs 50       # seed 003's own size, with a 128 x 128 prior you trained
+
+The defaults are the shipped ``models/blob-glow-64`` on 64 x 64 images with 12 blobs, the blob
+density of seed 003's 50 blobs on 128 x 128 (a 128 x 128 prior needs GPU training).
 """
 
 from __future__ import annotations
@@ -218,35 +221,9 @@ def figures(out: Path, all_maps, records, prof) -> list[str]:
     return written
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument(
-        "--prior", default="blob-glow-128", help="learned prior (name or folder); 'none' skips (a)"
-    )
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--n-blobs", type=int, default=50)
-    p.add_argument("--n-maps", type=int, default=10)
-    p.add_argument("--noise-sigma", type=float, default=0.05)
-    p.add_argument("--chains", type=int, default=4)
-    p.add_argument("--warmup", type=int, default=500)
-    p.add_argument("--samples", type=int, default=500)
-    p.add_argument("--max-tree-depth", type=int, default=10)
-    p.add_argument("--n-cr", type=int, default=500)
-    p.add_argument("--n-stack", type=int, default=200, help="posterior draws per map in the peak stacks")
-    p.add_argument("--stack-size", type=int, default=21)
-    p.add_argument("--n-spectrum", type=int, default=20_000, help="images for the set's mean and P(k)")
-    p.add_argument("--seed", type=int, default=100_000)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--chain-method", default="vectorized", choices=["vectorized", "parallel"],
-                   help="(a)'s chains in one batch or split over forked CPU processes (one per core)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="benchmarks/results/blob_inpainting")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+def _map_state(args) -> tuple:
+    """What every map needs: (args, the learned prior or None, the likelihood's noise sigma, the
+    set's mean and per-mode spectrum). Sets ``args.train_noise`` from the prior's card."""
     prior, args.train_noise = None, 0.0
     sigma_lik = args.noise_sigma
     if args.prior != "none":
@@ -261,12 +238,42 @@ def main(argv=None) -> dict:
         if args.train_noise >= args.noise_sigma:
             raise SystemExit(f"--prior: its train_noise {args.train_noise} is not below --noise-sigma")
         sigma_lik = math.sqrt(args.noise_sigma**2 - args.train_noise**2)
-    t0 = time.perf_counter()
     mean, spectrum = set_spectrum(args.size, args.n_blobs, args.n_spectrum)
+    return args, prior, sigma_lik, mean, spectrum
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--prior", default="blob-glow-64", help="learned prior (name or folder); 'none' skips (a)"
+    )
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--n-blobs", type=int, default=12, help="blobs per image (50 on 128 x 128 in seed 003)")
+    p.add_argument("--n-maps", type=int, default=10)
+    p.add_argument("--noise-sigma", type=float, default=0.05)
+    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--samples", type=int, default=500)
+    p.add_argument("--max-tree-depth", type=int, default=10)
+    p.add_argument("--n-cr", type=int, default=500)
+    p.add_argument("--n-stack", type=int, default=200, help="posterior draws per map in the peak stacks")
+    p.add_argument("--stack-size", type=int, default=21)
+    p.add_argument("--n-spectrum", type=int, default=20_000, help="images for the set's mean and P(k)")
+    p.add_argument("--seed", type=int, default=100_000)
+    dc.add_run_options(p)
+    p.add_argument("--out", default="benchmarks/results/blob_inpainting")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    state = _map_state(args)
+    _, prior, sigma_lik, mean, spectrum = state
     t_spec = time.perf_counter() - t0
     records, all_maps = [], []
-    for i in range(args.n_maps):
-        rec, maps = run_map(i, args, prior, sigma_lik, mean, spectrum)
+    for i, (rec, maps) in enumerate(dc.map_results(run_map, _map_state, args, args.n_maps, state)):
         records.append(rec)
         all_maps.append(maps)
         line = {k: round(rec[k]["mse"], 5) for k in ("a", "b") if k in rec}
@@ -312,7 +319,7 @@ def main(argv=None) -> dict:
         "prior": args.prior,
         "likelihood_sigma": sigma_lik,
         "set_mean": mean,
-        "seconds_spectrum": t_spec,
+        "seconds_setup": t_spec,
         "prior_card": None
         if prior is None
         else {k: prior.card.get(k) for k in ("architecture", "data", "metrics")},

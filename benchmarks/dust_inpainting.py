@@ -35,10 +35,7 @@ Run (prints one JSON object; figures and the JSON go to --out):
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
-import contextlib
 import json
-import multiprocessing as mp
 import platform
 import sys
 import time
@@ -401,9 +398,6 @@ def figures(out: Path, all_maps: list[dict], records: list[dict], thresholds: np
     return written
 
 
-_WORKER: tuple = ()
-
-
 def _load_prior(args):
     if args.prior == "none":
         return None
@@ -422,15 +416,8 @@ def _setup(args) -> tuple:
     return _load_prior(args), dc.intensity_spectrum(args.size), thresholds
 
 
-def _worker_init(args) -> None:
-    global _WORKER
-    torch.set_num_threads(args.threads)
-    _WORKER = (args, *_setup(args))
-
-
-def _worker_run(i: int):
-    args, prior, spectrum, thresholds = _WORKER
-    return run_map(i, args, prior, spectrum, thresholds)
+def _map_state(args) -> tuple:
+    return (args, *_setup(args))
 
 
 def main(argv=None) -> dict:
@@ -450,11 +437,7 @@ def main(argv=None) -> dict:
     p.add_argument("--max-tree-depth", type=int, default=10)
     p.add_argument("--n-cr", type=int, default=1000, help="(b) constrained realisations per map")
     p.add_argument("--seed", type=int, default=100_000, help="first held-out map seed")
-    p.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads (1 is fastest on busy CPUs)"
-    )
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--jobs", type=int, default=1, help="maps run in this many processes at once")
+    dc.add_run_options(p)
     p.add_argument("--reference-cache", help="folder caching (c)'s true-model draws per map "
                    "(reused by later runs with the same map, chains and iterations)")
     p.add_argument("--out", default="benchmarks/results/dust_inpainting")
@@ -462,27 +445,21 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    prior, spectrum, thresholds = _setup(args)
+    state = _map_state(args)
+    _, prior, spectrum, thresholds = state
     t0 = time.perf_counter()
     records, all_maps = [], []
-    with contextlib.ExitStack() as stack:
-        if args.jobs > 1:  # maps are independent: one process per map, each with its own prior copy
-            pool = stack.enter_context(cf.ProcessPoolExecutor(
-                args.jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(args,)))
-            results = pool.map(_worker_run, range(args.n_maps))
-        else:
-            results = (run_map(i, args, prior, spectrum, thresholds) for i in range(args.n_maps))
-        for i, (rec, maps) in enumerate(results):
-            records.append(rec)
-            all_maps.append(maps)
-            line = {k: round(rec[k]["mse"], 4) for k in ("a", "b", "c") if k in rec}
-            print(
-                f"map {i} ({rec['mask']}): mse {line}; (c) rhat "
-                f"{rec['c']['convergence_masked']['rhat_max']:.4f} "
-                f"ess {rec['c']['convergence_masked']['ess_bulk_min']:.0f}; {time.perf_counter() - t0:.0f}s",
-                file=sys.stderr,
-                flush=True,
-            )
+    for i, (rec, maps) in enumerate(dc.map_results(run_map, _map_state, args, args.n_maps, state)):
+        records.append(rec)
+        all_maps.append(maps)
+        line = {k: round(rec[k]["mse"], 4) for k in ("a", "b", "c") if k in rec}
+        print(
+            f"map {i} ({rec['mask']}): mse {line}; (c) rhat "
+            f"{rec['c']['convergence_masked']['rhat_max']:.4f} "
+            f"ess {rec['c']['convergence_masked']['ess_bulk_min']:.0f}; {time.perf_counter() - t0:.0f}s",
+            file=sys.stderr,
+            flush=True,
+        )
     result = {
         "benchmark": "dust_inpainting",
         "family": dust_toy.VERSION,
