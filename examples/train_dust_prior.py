@@ -196,6 +196,7 @@ def _figure(samples, truth, report, path, family="dust"):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(1, 5, figsize=(20, 3.6))
     for i, (m, t) in enumerate(((samples[0], "prior sample"), (truth[0], f"{family} map"))):
@@ -206,6 +207,12 @@ def _figure(samples, truth, report, path, family="dust"):
     ax[2].errorbar(ps["k_rad_per_pixel"], ps["ratio"], ps["ratio_err"], marker="o")
     ax[2].axhspan(0.9, 1.1, color="0.9")
     ax[2].set(xscale="log", xlabel="k [rad/pixel]", ylabel="P_prior / P_true", title="power spectrum")
+    # A log axis spanning about a decade labels its minor ticks too, and they overprint.
+    lim = ax[2].get_xlim()
+    ax[2].set_xticks([0.05, 0.1, 0.2, 0.5, 1.0, 2.0])
+    ax[2].set_xlim(lim)
+    ax[2].xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax[2].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     if family == "dust":
         bins, f, xl = np.linspace(-4, 3, 80), np.log, "ln I"
     else:
@@ -236,6 +243,7 @@ def _figure(samples, truth, report, path, family="dust"):
         xscale="log" if family == "dust" else "linear",
         title="Minkowski (dashed: truth)",
     )
+    ax[4].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax[4].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
