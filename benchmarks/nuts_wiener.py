@@ -19,9 +19,11 @@ Rows (same chains / warm-up / draws / target 0.8 / diagonal mass / max tree dept
 * ``bayessky_core_parallel``: the same with ``chain_method="parallel"``: the chains split over
   forked processes, one per usable core (the counterpart of NumPyro's ``parallel``); the
   draws are those of the vectorized row up to rounding (per-chain random streams);
-* ``bayessky_nuts_model``: ``bayessky.infer.nuts(model, backend="fast")`` on the Pyro model, the
-  user-facing path (the potential comes from batched traces of the Pyro model; its own
-  ``--model-warmup/--model-draws``);
+* ``bayessky_nuts_model`` / ``bayessky_nuts_model_jit``: ``bayessky.infer.nuts(model,
+  backend="fast", jit=False / True)`` on the Pyro model, the user-facing path (the potential comes
+  from batched traces of the Pyro model, with ``jit=True`` recorded once by ``torch.jit.trace``;
+  default chain method, i.e. parallel on a multi-core CPU; its own
+  ``--model-warmup/--model-draws``, ``--model-jit off|on|both``);
 * ``numpyro_*``: NumPyro NUTS on the NumPyro model (``jax.numpy.fft``), chain_method
   ``sequential``, ``vectorized`` and ``parallel`` (one XLA host device per chain); wall time of the
   first run includes JIT compilation, a second identical run gives the compile time by difference;
@@ -258,21 +260,24 @@ def run_bayessky_core(problem, chains, warmup, draws, init, seed, tree_depth, ch
     return summarise("bayessky_core", out["samples"].numpy(), wall, extra)
 
 
-def run_bayessky_model(problem, chains, warmup, draws, init, seed, tree_depth):
+def run_bayessky_model(problem, chains, warmup, draws, init, seed, tree_depth, jit=False):
     import torch
 
     import bayessky.infer as bi
+    from bayessky.infer.fast_nuts import default_chain_method
 
     spec, m, d, sigma = problem
     model = pyro_model_factory(spec, m, sigma, torch.float32)
     data = torch.as_tensor(d, dtype=torch.float32)
     t0 = time.perf_counter()
     idata = bi.nuts(model, data, num_samples=draws, warmup_steps=warmup, num_chains=chains,
-                    target_accept_prob=0.8, max_tree_depth=tree_depth, backend="fast", seed=seed,
+                    target_accept_prob=0.8, max_tree_depth=tree_depth, backend="fast", seed=seed, jit=jit,
                     progress_bar=False, init_strategy={"s": torch.as_tensor(init[0], dtype=torch.float32)})
     wall = time.perf_counter() - t0
     s = idata.posterior["s"].values.reshape(chains, draws, -1)
-    return summarise("bayessky_nuts_model", s, wall, {"init": "chain 0 start for all chains"})
+    name = "bayessky_nuts_model_jit" if jit else "bayessky_nuts_model"
+    return summarise(name, s, wall, {"init": "chain 0 start for all chains",
+                                     "chain_method": default_chain_method(chains, torch.device("cpu"))})
 
 
 def run_pyro(problem, chains, warmup, draws, init, seed, tree_depth):
@@ -379,6 +384,8 @@ def main(argv=None) -> int:
     p.add_argument("--skip-core", action="store_true")
     p.add_argument("--core-methods", default="vectorized,parallel",
                    help="chain_method rows of the bayessky core")
+    p.add_argument("--model-jit", default="both", choices=["off", "on", "both"],
+                   help="bayessky.infer.nuts(..., jit=...) rows: eager, traced or both")
     p.add_argument("--model-warmup", type=int, default=None, help="default: --warmup")
     p.add_argument("--model-draws", type=int, default=None, help="default: --draws")
     p.add_argument("--numpyro-methods", default="sequential,vectorized,parallel")
@@ -417,12 +424,14 @@ def main(argv=None) -> int:
     if not args.skip_model:
         model_settings = dict(settings, warmup=args.model_warmup or args.warmup,
                               draws=args.model_draws or args.draws)
-        try:
-            res, flat = run_bayessky_model(problem, **model_settings)
-            res.update(warmup=model_settings["warmup"], draws=model_settings["draws"])
-            results["bayessky_nuts_model"], means["bayessky_nuts_model"] = res, flat.mean(0)
-        except Exception as err:  # the front end belongs to another module; report, don't die
-            results["bayessky_nuts_model"] = {"error": f"{type(err).__name__}: {err}"}
+        for jit in {"off": [False], "on": [True], "both": [False, True]}[args.model_jit]:
+            name = "bayessky_nuts_model_jit" if jit else "bayessky_nuts_model"
+            try:
+                res, flat = run_bayessky_model(problem, **model_settings, jit=jit)
+                res.update(warmup=model_settings["warmup"], draws=model_settings["draws"], jit=jit)
+                results[name], means[name] = res, flat.mean(0)
+            except Exception as err:  # the front end belongs to another module; report, don't die
+                results[name] = {"error": f"{type(err).__name__}: {err}"}
     for method in methods:
         res, flat = run_numpyro(problem, **settings, method=method)
         results[f"numpyro_{method}"], means[f"numpyro_{method}"] = res, flat.mean(0)

@@ -289,3 +289,61 @@ def test_bad_inputs_are_refused_by_name():
         sample(pot, torch.zeros(2, 3), 10, 0, step_size=-1.0, progress_bar=False)
     found = sample(pot, torch.zeros(2, 3), 2, 0, seed=0, progress_bar=False)["step_size"]  # heuristic
     assert math.isfinite(float(found[0])) and float(found[0]) > 0
+
+
+def _gaussian_model(data):
+    import pyro
+    import pyro.distributions as dist
+
+    x = pyro.sample("x", dist.Normal(0.0, 1.0).expand([8]).to_event(1))
+    pyro.sample("obs", dist.Normal(x, 0.5).to_event(1), obs=data)
+
+
+def test_traced_potential_matches_the_model_and_is_used():
+    from bayessky.infer._model import FlatPotential, TracedPotential
+
+    data = torch.linspace(-1.0, 1.0, 8)
+    pot = FlatPotential(_gaussian_model, (data,), num_chains=3)
+    traced = TracedPotential(pot)
+    z = torch.randn(3, 8, generator=torch.Generator().manual_seed(1))
+    for fn in (traced, pot):  # traced first: the trace must not rely on an earlier eager call
+        x = z.clone().requires_grad_(True)
+        u = fn(x)
+        (g,) = torch.autograd.grad(u.sum(), x)
+        if fn is traced:
+            u_t, g_t = u.detach(), g
+    # closed form: U(z) = |z|^2 / 2 + |data - z|^2 / (2 * 0.25) + const, so dU/dz = z - 4 (data - z)
+    assert torch.allclose(g_t, z - 4.0 * (data - z), atol=1e-5)
+    assert torch.allclose(u_t, u.detach(), atol=1e-5) and torch.allclose(g_t, g, atol=1e-5)
+    assert set(traced.traces) == {(3, 8)} and not traced.eager
+
+
+def test_traced_potential_refuses_a_value_dependent_model():
+    import pyro
+    import pyro.distributions as dist
+
+    from bayessky.infer._model import FlatPotential, TracedPotential
+
+    def model(data):
+        x = pyro.sample("x", dist.Normal(0.0, 1.0).expand([4]).to_event(1))
+        # a Python float taken from a value: a trace would freeze it at the example point
+        pyro.factor("penalty", -float(x.detach().abs().max()) * x.pow(2).sum(-1))
+        pyro.sample("obs", dist.Normal(x, 1.0).to_event(1), obs=data)
+
+    pot = FlatPotential(model, (torch.zeros(4),), num_chains=2)
+    traced = TracedPotential(pot, name="nuts")
+    z = torch.randn(2, 4, generator=torch.Generator().manual_seed(2))
+    with pytest.warns(UserWarning, match="nuts: jit=True: the traced potential disagrees"):
+        u = traced(z)
+    assert traced.eager and torch.allclose(u, pot(z))
+
+
+def test_jit_fast_backend_gives_the_eager_draws():
+    import bayessky.infer as bi
+
+    data = torch.linspace(-1.0, 1.0, 8)
+    kw = dict(num_samples=30, warmup_steps=30, num_chains=2, backend="fast", seed=4,
+              progress_bar=False, chain_method="vectorized")
+    eager = bi.nuts(_gaussian_model, data, **kw).posterior["x"].values
+    jit = bi.nuts(_gaussian_model, data, jit=True, **kw).posterior["x"].values
+    np.testing.assert_allclose(jit, eager, atol=1e-4)
