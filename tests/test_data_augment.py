@@ -81,6 +81,20 @@ def test_draws_are_uniform():
     assert scipy.stats.chisquare(np.bincount(corner, minlength=5)[1:]).pvalue > 1e-3
 
 
+def test_flips_are_uniform_over_the_four_flip_images():
+    # an asymmetric 2x2 map has four distinct flip images (numpy's, independent of the code under
+    # test); with each axis flipped independently with probability 1/2 each appears 1/4 of the
+    # time. The identity, a single axis or perfectly correlated flips would fill 1 or 2 of the
+    # bins. Chi-square with 3 dof, reject at p < 1e-3.
+    m = np.array([[1.0, 2.0], [3.0, 4.0]])
+    images = np.stack([m, m[::-1, :], m[:, ::-1], m[::-1, ::-1]])  # (4, 2, 2), all distinct
+    base = torch.from_numpy(m).expand(4000, 1, 2, 2)
+    out = random_flip(base, torch.Generator().manual_seed(2))[:, 0].numpy()
+    match = np.all(out[:, None] == images[None], axis=(-2, -1))  # (4000, 4)
+    assert np.all(match.sum(1) == 1)  # every output is exactly one of the flip images
+    counts = match.sum(0)
+    assert scipy.stats.chisquare(counts).pvalue > 1e-3, counts
+
 def test_refusals():
     with pytest.raises(ValueError, match="maps"):
         random_shift(torch.zeros(8, 8))

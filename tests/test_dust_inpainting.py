@@ -15,6 +15,7 @@ import torch
 from scipy import stats
 
 from bayessky.physics import dust_toy
+from bayessky.stats import minkowski_functionals
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -317,6 +318,14 @@ def test_minkowski_curves_v0_is_the_area_fraction():
     curves = dc.minkowski_curves(maps, thr)
     assert curves.shape == (4, 3, 3)
     np.testing.assert_allclose(curves[:, 0], [[np.mean(m > t) for t in thr] for m in maps])
+    # V1, V2: bayessky.stats.minkowski_functionals (checked against closed forms in test_stats.py)
+    # called one map and one threshold at a time on the periodic pixel grid, so a swapped V1/V2,
+    # transposed (map, threshold) axes or a non-periodic boundary would show
+    for s, m in enumerate(maps):
+        for t, level in enumerate(thr):
+            _, v1, v2 = minkowski_functionals(m, [level], periodic=True)
+            assert curves[s, 1, t] == pytest.approx(float(v1[0]), rel=1e-12, abs=1e-15)
+            assert curves[s, 2, t] == pytest.approx(float(v2[0]), rel=1e-12, abs=1e-15)
 
 
 def test_masked_peak_profile_stacks_the_masked_peaks():
