@@ -460,9 +460,10 @@ def main(argv=None) -> int:
                                                                 / results[best]["ess_min_per_s"], 3),
                    "ratio_ess_median_per_s_core_vs_numpyro": round(core["ess_median_per_s"]
                                                                    / results[best]["ess_median_per_s"], 3)}
-        if "ess_median_per_s" in results.get("bayessky_nuts_model", {}):
-            summary["ratio_ess_median_per_s_model_vs_numpyro"] = round(
-                results["bayessky_nuts_model"]["ess_median_per_s"] / results[best]["ess_median_per_s"], 3)
+        for row in ("bayessky_nuts_model", "bayessky_nuts_model_jit"):
+            if "ess_median_per_s" in results.get(row, {}):
+                summary[f"ratio_ess_median_per_s_{row.removeprefix('bayessky_nuts_')}_vs_numpyro"] = round(
+                    results[row]["ess_median_per_s"] / results[best]["ess_median_per_s"], 3)
         if "pyro" in results:
             summary["ratio_ess_median_per_s_core_vs_pyro"] = round(
                 core["ess_median_per_s"] / results["pyro"]["ess_median_per_s"], 1)

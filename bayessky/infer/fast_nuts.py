@@ -5,8 +5,8 @@ Why a hand-written core instead of ``pyro.infer.NUTS``: Pyro re-traces and repla
 every gradient and builds each chain's tree recursively in Python, one chain at a time, one
 process per chain. On the 64 x 64 Wiener-filter posterior of ``benchmarks/nuts_wiener.py``
 (4 chains x (500 + 500), float32, 2 idle cores, 1 torch thread per process; median-pixel bulk
-ESS/s) Pyro reaches 28 (1 chain), this core 84 in one process and 105 split over two, NumPyro
-128 (chains one after another) and 363 (``chain_method="parallel"``, one XLA device per chain,
+ESS/s) Pyro reaches 28 (1 chain), this core 95 in one process and 117 split over two, NumPyro
+100 (chains one after another) and 399 (``chain_method="parallel"``, one XLA device per chain,
 both cores). This module takes a
 *batched* potential ``U(q)``, ``q`` of shape (chains, D), and
 
