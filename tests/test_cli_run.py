@@ -168,3 +168,36 @@ def test_one_line_errors(tmp_path, capsys):
     assert "expected one map (2, 4, 4)" in _err(capsys, ["run", chans, "--data", good])
     wrong = _save(tmp_path, "w.npy", np.zeros((3, 4, 4)))
     assert "expects maps of shape (2, 4, 4)" in _err(capsys, ["run", chans, "--data", wrong])
+
+
+def test_set_options_of_another_engine_are_refused(tmp_path, capsys):
+    script = _script(tmp_path, DENOISE)
+    good = _save(tmp_path, "d.npy", np.zeros((4, 4)))
+    out = str(tmp_path / "o")
+    msg = _err(capsys, ["run", script, "--data", good, "--engine", "svi", "--set", "walkers=7",
+                        "--set", "warmup_steps=100", "--out", out])
+    assert msg.startswith("bayessky run: error: --set walkers:") and "'emcee'" in msg and "'svi'" in msg, msg
+    msg = _err(capsys, ["run", script, "--data", good, "--engine", "nuts", "--set", "steps=3", "--out", out])
+    assert "--set steps:" in msg and "not of 'nuts'" in msg, msg
+    assert not (tmp_path / "o" / "run.json").exists()
+    # the script's DEFAULTS (steps, for the map engine) may still name other engines' settings
+    assert main(["run", script, "--data", good, "--engine", "svi", "--set", "num_samples=4",
+                 "--out", out]) == 0
+    meta = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert meta["engine_options"] == {"steps": 200, "num_samples": 4}
+
+
+def test_device_out_and_empty_data_are_one_line_errors(tmp_path, capsys):
+    script = _script(tmp_path, DENOISE)
+    good = _save(tmp_path, "d.npy", np.zeros((4, 4)))
+    assert "--device: unknown device 'gpu'" in _err(capsys, ["run", script, "--data", good, "--device", "gpu",
+                                                             "--out", str(tmp_path / "o")])
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert "--out:" in _err(capsys, ["run", script, "--data", good, "--out", str(afile)])
+    assert "--out:" in _err(capsys, ["run", script, "--data", good, "--out", str(afile / "sub")])
+    for name, shape in (("e0.npy", (0, 4, 4)), ("e1.npy", (4, 0))):
+        msg = _err(capsys, ["run", script, "--data", _save(tmp_path, name, np.ones(shape)),
+                            "--out", str(tmp_path / "o")])
+        assert msg.startswith("bayessky run: error: --data:") and "empty" in msg, msg
+    assert not (tmp_path / "o").exists()

@@ -93,6 +93,9 @@ def test_latent_prior_maps_and_statistics(priors, tmp_path, capsys):
     (["--n", "3", "--context", "0.9,0.8"], "Omega_m outside the training range [0.1, 0.5]"),
     (["--n", "0", "--context", "0.3,0.8"], "--n: must be >= 1"),
     (["--n", "3", "--context", "0.3,0.8", "--temperature", "0"], "--temperature: must be > 0"),
+    (["--n", "3", "--context", "0.3,0.8", "--temperature", "inf"], "--temperature: must be > 0 and finite"),
+    (["--n", "3", "--context", "0.3,0.8", "--temperature", "nan"], "--temperature: must be > 0 and finite"),
+    (["--n", "3", "--context", "0.3,0.8", "--temperature", "-1"], "--temperature: must be > 0"),
 ])
 def test_bad_arguments_exit_2_with_one_line(priors, tmp_path, capsys, argv, message):
     root = priors[0]
@@ -117,3 +120,11 @@ def test_bad_prior_and_output_exit_2(priors, tmp_path, capsys):
     code, _, err = _run(capsys, "sample", str(root / "gan"), "--n", "2", "--context", "0.3",
                         "--out", str(tmp_path / "x.npz"))
     assert code == 2 and "unconditional" in err
+
+
+def test_out_under_a_file_is_a_one_line_error(priors, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    code, _, err = _run(capsys, "sample", str(priors[0] / "cglow"), "--n", "1", "--context", "0.3,0.8",
+                        "--out", str(afile / "x.npz"))
+    assert code == 2 and err.count("\n") == 1 and err.startswith("bayessky sample: error: --out:"), err

@@ -89,6 +89,10 @@ def test_blobs(tmp_path):
     (["simulate", "nebula", "--n", "2"], "FAMILY"),
     (["simulate", "hi-toy", "--n", "0"], "--n"),
     (["simulate", "hi-toy", "--n", "2", "--omega-m", "-1", "--sigma-8", "0.8"], "--omega-m"),
+    (["simulate", "hi-toy", "--n", "2", "--omega-m", "nan", "--sigma-8", "0.8"], "--omega-m: must be > 0"),
+    (["simulate", "hi-toy", "--n", "2", "--omega-m", "0.3", "--sigma-8", "-1"], "--sigma-8: must be > 0"),
+    (["simulate", "hi-toy", "--n", "2", "--omega-m", "0.3", "--sigma-8", "0"], "--sigma-8: must be > 0"),
+    (["simulate", "hi-toy", "--n", "2", "--omega-m", "0.3", "--sigma-8", "inf"], "--sigma-8: must be > 0"),
 ])
 def test_bad_arguments_exit_2_one_line(tmp_path, capsys, argv, needle):
     rc = main(argv + ["--out", str(tmp_path / "x.npz")])
@@ -119,3 +123,11 @@ def test_subprocess(tmp_path):
     rng = np.random.default_rng(9)
     I = dust_toy.sample(1, size=16, seed=rng)
     assert np.allclose(load(out)["maps"], I)
+
+
+def test_out_under_a_file_is_a_one_line_error(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["simulate", "hi-toy", "--n", "1", "--size", "8", "--out", str(afile / "x.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("bayessky simulate: error: --out:"), err

@@ -76,3 +76,14 @@ def test_refusals(tmp_path):
     assert "unsupported" in _err(ValueError, lambda: load_maps(tmp_path / "x.png"))
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 garbage")
     assert "bad.npz" in _err(ValueError, lambda: load_maps(tmp_path / "bad.npz"))
+
+
+@pytest.mark.parametrize("shape", [(0, 8, 8), (8, 0), (0, 0)])
+def test_empty_arrays_refused(tmp_path, shape):
+    from bayessky.data.io import check_map_array
+
+    path = tmp_path / "empty.npy"
+    np.save(path, np.ones(shape))
+    msg = _err(ValueError, lambda: load_maps(path, name="--data"))
+    assert msg.startswith("--data:") and "empty" in msg and "empty.npy" in msg
+    assert _err(ValueError, lambda: check_map_array(np.ones(shape), "maps")).startswith("maps: empty")

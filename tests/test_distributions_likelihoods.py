@@ -113,3 +113,32 @@ def test_pyro_model_site():
 
     tr = pyro.poutine.trace(model).get_trace()
     assert np.isclose(float(tr.log_prob_sum()), scipy_ref(d.numpy(), s.numpy(), 0.7, 1.0).sum())
+
+
+def test_mask_checked_with_validation_off():
+    # Pyro's MCMC and bayessky.infer trace models with validation off: the mask is still checked
+    s = torch.zeros(4, 4)
+    nan = torch.ones(4, 4)
+    nan[1, 1] = float("nan")
+    with pyro.validation_enabled(False):
+        bad = ((nan, "NaN"), (torch.full((4, 4), 2.0), "[0, 1]"), (-torch.ones(4, 4), "[0, 1]"))
+        for mask, needle in bad:
+            with pytest.raises(ValueError) as err:
+                MapNormal(s, 1.0, mask)
+            msg = str(err.value)
+            assert msg.startswith("mask:") and needle in msg and "\n" not in msg, msg
+    with pytest.raises(ValueError, match="^mask:"):
+        MapNormal(s, 1.0, nan, validate_args=False)
+
+
+@pytest.mark.parametrize("shape", [(1, 8), (8, 1), (), (4, 4), (8,), (3, 8, 7)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_value_shape_must_match_the_map(shape, masked):
+    # (1, 8), (8, 1) and scalars used to broadcast into a full-map log-density
+    mask = torch.ones(8, 8) if masked else None
+    lik = MapNormal(torch.zeros(8, 8), 0.1, mask, validate_args=False)
+    with pytest.raises(ValueError) as err:
+        lik.log_prob(torch.zeros(shape))
+    msg = str(err.value)
+    assert msg.startswith("value:") and "(8, 8)" in msg and "\n" not in msg, msg
+    assert lik.log_prob(torch.zeros(3, 8, 8)).shape == (3,)  # a stack of maps still broadcasts

@@ -245,3 +245,26 @@ def test_log_likelihood_scalar_parameters_one_map_is_a_scalar():
     grid = hi_toy.log_likelihood(m, np.array([0.3]), np.array([0.8]))
     assert np.shape(one) == () and grid.shape == (1,)
     np.testing.assert_allclose(one, grid[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("s8", [-0.8, 0.0, float("nan"), float("inf")])
+def test_sigma_8_must_be_positive_and_finite(s8):
+    # S(k) depends on sigma_8^2: -0.8 used to give the likelihood of +0.8
+    maps = hi_toy.sample(1, 0.3, 0.8, size=8, seed=0)
+    for fn in (lambda: hi_toy.sample(1, 0.3, s8, size=8, seed=0),
+               lambda: hi_toy.log_likelihood(maps, 0.3, s8),
+               lambda: hi_toy.log_likelihood(maps, 0.3, torch.tensor([0.8, s8], dtype=torch.float64))):
+        with pytest.raises(ValueError) as err:
+            fn()
+        assert str(err.value).startswith("sigma_8:") and "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="^omega_m:"):
+        hi_toy.sample(1, float("nan"), 0.8, size=8)
+
+
+def test_exact_likelihood_grid_over_the_prior_box_is_finite():
+    # the grid engine evaluates cell centres of the box, never <= 0: the new checks leave it alone
+    maps = hi_toy.sample(2, 0.3, 0.8, size=8, seed=1)
+    om = torch.linspace(0.1, 0.5, 9, dtype=torch.float64)
+    s8 = torch.linspace(0.6, 1.0, 9, dtype=torch.float64)
+    ll = hi_toy.log_likelihood(maps, om[:, None], s8[None, :])
+    assert ll.shape == (9, 9, 2) and torch.isfinite(ll).all()

@@ -457,3 +457,66 @@ def test_argument_validation_one_line(flow_kind):
     else:
         with pytest.raises(ValueError, match="unconditional"):
             FlowDistribution(prior.net, ctx)
+
+
+# -- boundary checks that hold with Pyro's validation off (MCMC and bayessky.infer switch it off) --
+def _one_line_value_error(fn, *needles):
+    with pytest.raises(ValueError) as err:
+        fn()
+    msg = str(err.value).splitlines()[0]
+    for needle in needles:
+        assert needle in msg, msg
+    return msg
+
+
+@pytest.mark.parametrize("flow_kind", CONDITIONAL)
+def test_context_range_checked_with_validation_off(flow_kind):
+    prior = make_prior(flow_kind)
+    x = _maps((4, 4))
+    with pyro.validation_enabled(False):
+        _one_line_value_error(lambda: prior.distribution({"Omega_m": 0.7, "sigma_8": 0.8}),
+                              "context:", "Omega_m outside the training range")
+    # an explicit validate_args=False turns off the O(map) value checks, not the context check
+    _one_line_value_error(lambda: prior.distribution({"Omega_m": 0.3, "sigma_8": 1.4}, validate_args=False),
+                          "context:", "sigma_8 outside the training range")
+    # the engines' vmap path: one out-of-range member of the batch is enough
+    s8 = torch.tensor(0.8, dtype=torch.float64)
+
+    def one(om):
+        return prior.distribution({"Omega_m": om, "sigma_8": s8}).log_prob(x)
+
+    ok = torch.func.vmap(one)(torch.tensor([0.2, 0.3, 0.4], dtype=torch.float64))
+    assert ok.shape == (3,) and torch.isfinite(ok).all()
+    _one_line_value_error(lambda: torch.func.vmap(one)(torch.tensor([0.2, 0.3, 0.9], dtype=torch.float64)),
+                          "context:", "Omega_m outside the training range", "max 0.9")
+
+
+@pytest.mark.parametrize("flow_kind", CONDITIONAL)
+def test_grid_engine_refuses_a_prior_wider_than_the_training_box(flow_kind):
+    from bayessky import infer
+
+    prior = make_prior(flow_kind)
+    x = _maps((4, 4))
+
+    def model(data, wide=False):
+        om = pyro.sample("Omega_m", dist.Uniform(0.0, 2.0) if wide else dist.Uniform(0.1, 0.5))
+        s8 = pyro.sample("sigma_8", dist.Uniform(0.6, 1.0))
+        pyro.sample("map", prior.distribution({"Omega_m": om, "sigma_8": s8}), obs=data)
+
+    inside = {"Omega_m": torch.linspace(0.1, 0.5, 5, dtype=torch.float64),
+              "sigma_8": torch.linspace(0.6, 1.0, 4, dtype=torch.float64)}
+    post = infer.grid(model, x, grid=inside)  # the training box itself, end points included
+    assert 0.1 <= float(post.mean["Omega_m"]) <= 0.5
+    wide = dict(inside, Omega_m=torch.linspace(0.05, 1.9, 5, dtype=torch.float64))
+    _one_line_value_error(lambda: infer.grid(model, x, True, grid=wide), "context:",
+                          "Omega_m outside the training range")
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("kind_", ["cglow", "gan"])
+def test_temperature_must_be_positive_and_finite(kind_, temperature):
+    prior = make_prior(kind_)
+    ctx = {"Omega_m": 0.3, "sigma_8": 0.8} if prior.context_names else None
+    if kind_ in FLOWS:
+        _one_line_value_error(lambda: prior.distribution(ctx, temperature=temperature), "temperature:")
+    _one_line_value_error(lambda: prior.generate(2, ctx, temperature=temperature), "temperature:")

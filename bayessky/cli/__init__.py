@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"bayessky {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except OSError as err:
+        # last resort for file-system failures the commands do not check up front (permissions,
+        # a full disk): one line with the path, as the CLI promises, instead of a traceback
+        where = f": {err.filename!r}" if getattr(err, "filename", None) else ""
+        print(f"bayessky {args.command}: error: {err.strerror or type(err).__name__}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -21,3 +21,34 @@ def write_csv(table, path: str | os.PathLike, **kwargs) -> Path:
     with atomic_path(path) as tmp:
         table.to_csv(tmp, **kwargs)
     return Path(path)
+
+
+def check_out_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """An output folder that can be created: refuse a file in its place or in its parents with a
+    one-line error (``mkdir`` would raise FileExistsError / NotADirectoryError tracebacks)."""
+    from . import CLIError
+
+    out = Path(path)
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "is a file" if p == out else f"is under the file {str(p)!r}"
+                raise CLIError(f"{flag}: {str(out)!r} {where}; expected a folder")
+            break
+    return out
+
+
+def check_out_file(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """An output file whose folder can be created (no file among its parents) and that is not
+    an existing folder."""
+    from . import CLIError
+
+    out = Path(path)
+    if out.is_dir():
+        raise CLIError(f"{flag}: {str(out)!r} is a folder; expected a file name")
+    for p in out.parents:
+        if p.exists():
+            if not p.is_dir():
+                raise CLIError(f"{flag}: {str(out)!r} is under the file {str(p)!r}; expected a folder there")
+            break
+    return out

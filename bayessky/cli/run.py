@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import CLIError
-from ._write import write_csv, write_netcdf
+from ._write import check_out_dir, write_csv, write_netcdf
 
 __all__ = ["add_parser", "run", "load_script", "run_script"]
 
@@ -96,7 +96,9 @@ def _load_array(path: str, name: str, key: str | None = None) -> np.ndarray:
     try:
         arr = load_maps(path, key=key, ndim=range(1, 6), name=name)
     except (OSError, ValueError, KeyError) as err:
-        raise CLIError(f"{name}: cannot read {path!r}: {str(err).splitlines()[0]}") from err
+        msg = str(err).splitlines()[0]
+        msg = msg[len(name) + 2:] if msg.startswith(f"{name}: ") else msg  # name the flag once
+        raise CLIError(f"{name}: cannot read {path!r}: {msg}") from err
     arr = np.asarray(arr, dtype=np.float64)
     n_bad = int((~np.isfinite(arr)).sum())
     if n_bad:
@@ -181,6 +183,29 @@ def _write_outputs(out: Path, idata, grid_post, data, mask, module, suffix: str,
     return summary, written
 
 
+def _explicit_params(fn) -> set[str]:
+    """Names the model takes explicitly (not through ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+
+def _check_device(text: str) -> None:
+    """``cpu`` or ``cuda[:i]`` that exists here; torch's own error is a RuntimeError traceback."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, TypeError):
+        raise CLIError(f"--device: unknown device {text!r} (expected cpu or cuda[:i])") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device: {text!r} requested but CUDA is not available")
+    if dev.type not in ("cpu", "cuda"):
+        raise CLIError(f"--device: expected cpu or cuda[:i], got {text!r}")
+
+
 def run(args: argparse.Namespace) -> int:
     module = load_script(args.script)
     defaults = dict(getattr(module, "DEFAULTS", {}) or {})
@@ -189,14 +214,23 @@ def run(args: argparse.Namespace) -> int:
     defaults.pop("engine", None)
     if engine not in ENGINES:
         raise CLIError(f"--engine: expected one of {ENGINES}, got {engine!r}")
+    all_engine_keys = set().union(*ENGINE_KEYS.values())
+    model_params = _explicit_params(module.model)
+    for key in sets:
+        # a user's --set for another engine would be dropped silently (run.json would not even
+        # show it): refuse, unless the model itself takes an option of that name
+        if key in all_engine_keys and key not in ENGINE_KEYS[engine] and key not in model_params:
+            owners = [e for e in ENGINES if key in ENGINE_KEYS[e]]
+            which = "engine" if len(owners) == 1 else "engines"
+            raise CLIError(f"--set {key}: an option of {which} {', '.join(repr(e) for e in owners)}, "
+                           f"not of {engine!r}")
     merged = {**defaults, **sets}
     engine_options = {k: v for k, v in merged.items() if k in ENGINE_KEYS[engine]}
-    options = {k: v for k, v in merged.items() if k not in set().union(*ENGINE_KEYS.values())}
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise CLIError(f"--device: {args.device!r} requested but CUDA is not available")
+    # the script's DEFAULTS may hold settings of other engines (e.g. warmup_steps for a grid run):
+    # those are dropped; a user's --set of a model option that shares an engine key's name is kept
+    options = {k: v for k, v in merged.items() if k not in all_engine_keys
+               or (k in sets and k in model_params and k not in ENGINE_KEYS[engine])}
+    _check_device(args.device)
     # MAP_SHAPE fixes what one observation is: (n_freq, H, W) data is one multi-channel map for a
     # script that declares it, a stack of n_freq maps otherwise
     expected = getattr(module, "MAP_SHAPE", None)
@@ -214,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"--mask: shape {mask.shape} does not match the maps' {stack.shape[1:]}")
         if ((mask < 0) | (mask > 1)).any():
             raise CLIError("--mask: values must lie in [0, 1]")
-    out = Path(args.out)
+    out = check_out_dir(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summaries = []
     from tqdm.auto import tqdm

@@ -7,6 +7,7 @@ undone), ``context`` (the conditioning values, if any), ``context_names``, ``pri
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 
 from .._atomic import atomic_path
 from . import CLIError
+from ._write import check_out_file
 
 __all__ = ["add_parser", "run", "parse_context"]
 
@@ -80,13 +82,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise CLIError(f"--n: must be >= 1, got {args.n}")
-    if not args.temperature > 0:
-        raise CLIError(f"--temperature: must be > 0, got {args.temperature}")
+    if not (args.temperature > 0 and math.isfinite(args.temperature)):  # inf gives non-finite maps
+        raise CLIError(f"--temperature: must be > 0 and finite, got {args.temperature}")
     if args.batch_size < 1:
         raise CLIError(f"--batch-size: must be >= 1, got {args.batch_size}")
     out = Path(args.out)
     if out.suffix != ".npz":
         raise CLIError(f"--out: expected a .npz file name, got {str(out)!r}")
+    check_out_file(out)  # before the (slow) sampling, not at the write
     dev = _device(args.device)
     prior = load_prior(args.prior, device=dev)
     names = prior.context_names

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from .._atomic import atomic_path
 from . import CLIError
+from ._write import check_out_file
 
 __all__ = ["add_parser", "run", "simulate"]
 
@@ -89,8 +91,10 @@ def simulate(args: argparse.Namespace) -> dict[str, np.ndarray]:
             om, s8 = hi_toy.sample_prior(args.n, rng)
             meta["parameters"] = "prior"
         else:
-            if args.omega_m <= 0:
-                raise CLIError(f"--omega-m: must be > 0, got {args.omega_m}")
+            # S(k) depends on sigma_8^2: a negative value would pass for its absolute value
+            for flag, v in (("--omega-m", args.omega_m), ("--sigma-8", args.sigma_8)):
+                if not (v > 0 and math.isfinite(v)):
+                    raise CLIError(f"{flag}: must be > 0 and finite, got {v}")
             om, s8 = np.full(args.n, args.omega_m), np.full(args.n, args.sigma_8)
             meta["parameters"] = "fixed"
         out = {"maps": hi_toy.sample(args.n, om, s8, size=size, seed=rng), "omega_m": om, "sigma_8": s8,
@@ -105,8 +109,8 @@ def simulate(args: argparse.Namespace) -> dict[str, np.ndarray]:
         if mask not in MASKS:
             raise CLIError(f"--mask: expected one of {', '.join(MASKS)}, got {mask!r}")
         noise = dust_toy.NOISE_SIGMA if args.noise_sigma is None else args.noise_sigma
-        if noise < 0:
-            raise CLIError(f"--noise-sigma: must be >= 0, got {noise}")
+        if not (noise >= 0 and math.isfinite(noise)):
+            raise CLIError(f"--noise-sigma: must be >= 0 and finite, got {noise}")
         I, g = dust_toy.sample(args.n, size=size, seed=rng, return_g=True)
         out = {"maps": I, "g": g}
         if mask == "none":
@@ -129,8 +133,8 @@ def simulate(args: argparse.Namespace) -> dict[str, np.ndarray]:
         if args.n_blobs not in blobs.SETS:
             raise CLIError(f"--n-blobs: expected one of {sorted(blobs.SETS)}, got {args.n_blobs}")
         sigma = 2.0 if args.blob_sigma is None else args.blob_sigma
-        if sigma <= 0:
-            raise CLIError(f"--blob-sigma: must be > 0, got {sigma}")
+        if not (sigma > 0 and math.isfinite(sigma)):
+            raise CLIError(f"--blob-sigma: must be > 0 and finite, got {sigma}")
         maps, centres, amps = blobs.sample(args.n, args.n_blobs, size=size, sigma=sigma, seed=rng,
                                            return_params=True)
         out = {"maps": maps, "centres": centres, "amplitudes": amps, "n_blobs": np.array(args.n_blobs),
@@ -153,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.out)
     if path.suffix != ".npz":
         raise CLIError(f"--out: expected a .npz file name, got {args.out!r}")
+    check_out_file(path)
     arrays = simulate(args)
     _write_npz(path, arrays)
     shape = "x".join(str(s) for s in arrays["maps"].shape[1:])

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from . import CLIError
+from ._write import check_out_dir
 
 __all__ = ["add_parser", "run"]
 
@@ -62,7 +63,8 @@ def add_parser(sub) -> None:
     p.add_argument("--transform", default=_AUTO, help="comma list of log10, signed_log, standardise, "
                    "or none (default auto: log10 if all pixels > 0, then standardise)")
     p.add_argument("--signed-log-sigma", type=float, default=1.0, help="sigma of signed_log (map units)")
-    g = p.add_argument_group("network (defaults: the class's own)")
+    g = p.add_argument_group("network (defaults: the class's own; where it has none, Glow/cglow "
+                             "use levels up to 4 fitted to the map size, steps 4, hidden 48)")
     g.add_argument("--levels", type=int, help="Glow squeeze levels")
     g.add_argument("--steps", type=int, help="flow steps per level (Glow) / MADE transforms (MAF)")
     g.add_argument("--hidden", type=int, help="hidden width (Glow coupling CNN, MAF layers)")
@@ -113,7 +115,15 @@ def _read(args) -> dict:
 
     if args.params is not None and data.lower().endswith(".npy"):
         # CAMELS layout (also one row per map): maps_per_sim maps share each parameter row
-        n_maps = np.load(data, mmap_mode="r", allow_pickle=False).shape[0]
+        try:
+            head = np.load(data, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise CLIError(f"--data: cannot read {data!r} as .npy ({str(err).splitlines()[0]})") from None
+        # the row count below needs a stack; a 0-d or 1-d file would raise IndexError there
+        if head.ndim != 3 or 0 in head.shape:
+            raise CLIError(f"--data: expected a stack of maps (n, H, W) with --params, "
+                           f"got shape {head.shape}")
+        n_maps = head.shape[0]
         rows = load_params(args.params)[0].shape[0]
         per = args.maps_per_sim or (n_maps // rows if n_maps % rows == 0 else None)
         if per is None:
@@ -291,6 +301,11 @@ def _architecture(args, cls, shape, context_dim, low, high, periodic) -> dict:
     for k, v in wanted.items():
         if v is not None and accepts(cls, k):
             arch[k] = v
+    # Glow and ConditionalGlow have no defaults for levels/steps/hidden: fill what the class
+    # requires, so `bayessky train glow --data FILE --out DIR` works as --help promises
+    for k, v in _fallback_architecture(shape).items():
+        if k not in arch and _required(cls, k):
+            arch[k] = v
     if kind in ("glow", "cglow") and accepts(cls, "periodic"):
         arch["periodic"] = periodic
     given = {"--levels": args.levels, "--steps": args.steps, "--hidden": args.hidden,
@@ -303,6 +318,28 @@ def _architecture(args, cls, shape, context_dim, low, high, periodic) -> dict:
         if v is not None and v < 1:
             raise CLIError(f"{flag}: expected a positive integer, got {v}")
     return arch
+
+
+def _fallback_architecture(shape) -> dict:
+    """levels (at most 4, leaving >= 2 x 2 pixels at the last level), steps 4, hidden 48: the
+    shipped 64 x 64 Glow priors' settings, shrunk to small maps."""
+    h, w = int(shape[-2]), int(shape[-1])
+    levels = 1
+    while levels < 4 and h % 2 ** (levels + 1) == 0 and w % 2 ** (levels + 1) == 0 \
+            and min(h, w) // 2 ** (levels + 1) >= 2:
+        levels += 1
+    return {"levels": levels, "steps": 4, "hidden": 48}
+
+
+def _required(cls, key: str) -> bool:
+    """Whether ``cls`` takes ``key`` without a default."""
+    import inspect
+
+    try:
+        param = inspect.signature(cls).parameters.get(key)
+    except (TypeError, ValueError):
+        return False
+    return param is not None and param.default is param.empty
 
 
 def _device(spec: str) -> torch.device:
@@ -361,6 +398,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out: {str(out)!r} is a file")
+    check_out_dir(out)  # a file among the parents: NotADirectoryError at the first write
     if not args.resume and (out / "state.safetensors").exists():
         raise CLIError(f"--out: {str(out)!r} holds a training run; pass --resume or choose another folder")
 

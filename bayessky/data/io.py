@@ -43,6 +43,9 @@ def check_map_array(
     if arr.ndim not in tuple(ndim):
         raise ValueError(f"{name}: expected {' or '.join(f'{d}-D' for d in ndim)} maps "
                          f"(n, H, W) / (H, W), got shape {arr.shape}")
+    if arr.size == 0:
+        # a (0, H, W) stack or a zero-length axis: downstream code would "succeed" on no maps
+        raise ValueError(f"{name}: empty array of shape {arr.shape} (no maps, or a zero-length axis)")
     if arr.dtype.kind != "f" and not positive:
         return arr
     n_nan = n_inf = n_bad = 0
@@ -159,6 +162,9 @@ def load_maps(
     else:
         raise ValueError(f"{name}: unsupported file type {os.path.basename(path)!r} "
                          "(expected .npy, .npz or .fits)")
+    if arr.size == 0:  # here too, to name the file
+        raise ValueError(f"{name}: {path!r} holds an empty array of shape {arr.shape} (no maps, or a "
+                         "zero-length axis)")
     arr = check_map_array(arr, name, ndim=ndim, allow_nan=allow_nan, positive=positive)
     if arr.dtype.kind != "f" or arr.dtype.itemsize < 4:
         arr = arr.astype(np.float64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -67,6 +68,32 @@ def _as_transform(transform) -> Transform | None:
     raise TypeError(f"transform: expected a torch Transform or a config list, got {type(transform).__name__}")
 
 
+def _check_temperature(temperature) -> float:
+    """A finite temperature > 0: 0 collapses every draw onto the base mode, a negative one flips
+    it, NaN/inf give non-finite maps."""
+    try:
+        t = float(temperature)
+    except (TypeError, ValueError):
+        raise TypeError(f"temperature: expected a number, got {type(temperature).__name__}") from None
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"temperature: must be > 0 and finite, got {t}")
+    return t
+
+
+def _physical(c: torch.Tensor) -> torch.Tensor:
+    """Under ``torch.func.vmap`` (the engines' batched path) a context is a BatchedTensor that
+    cannot be branched on; check the underlying tensor instead, which holds every batch member.
+    The batch dimension goes first, so the context values stay on the last axis."""
+    ft = getattr(torch._C, "_functorch", None)
+    if ft is None or not hasattr(ft, "is_batchedtensor"):  # pragma: no cover - other torch builds
+        return c
+    while ft.is_batchedtensor(c):
+        c, bdim = ft._unwrap_batched(c, ft.maybe_get_level(c))
+        if bdim is not None:
+            c = c.movedim(bdim, 0)
+    return c
+
+
 class FlowDistribution(TorchDistribution):
     r"""Exact density of a (conditional) flow, expressed in the user's map units.
 
@@ -96,9 +123,12 @@ class FlowDistribution(TorchDistribution):
         context: conditioning values in physical units, shape (..., d), or None.
         transform: the data transform (physical -> network space) as a torch ``Transform`` or a
             config list (``[{"name": "log10"}, {"name": "standardise", ...}]``); None for identity.
-        temperature: scale of the base draws in ``rsample`` (1 = the model itself).
+        temperature: scale of the base draws in ``rsample`` (1 = the model itself); finite, > 0.
         context_names: names of the context entries, for error messages.
-        validate_args: check map shape, finiteness, support and the context's training range.
+        validate_args: check the values given to ``log_prob`` for finiteness and support (O(map)
+            work, so it follows Pyro's switch). The context's finiteness and training range and
+            the value's trailing shape are checked always: Pyro's MCMC and bayessky's engines
+            switch validation off, and a posterior must not silently leave the training range.
 
     Example:
         >>> from bayessky.nn import Glow
@@ -123,7 +153,7 @@ class FlowDistribution(TorchDistribution):
     ):
         self.net = net
         self.transform = _as_transform(transform)
-        self.temperature = float(temperature)
+        self.temperature = _check_temperature(temperature)
         self._net_shape = net_shape(net)
         self._squeeze = len(self._net_shape) == 3 and self._net_shape[0] == 1
         event_shape = torch.Size(self._net_shape[1:] if self._squeeze else self._net_shape)
@@ -149,7 +179,9 @@ class FlowDistribution(TorchDistribution):
             self.context = c.to(dtype=self._dtype, device=self._device)
             batch_shape = self.context.shape[:-1]
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
-        if self._validate_args and self.context is not None:
+        if self.context is not None:
+            # not gated by _validate_args: Pyro's MCMC and bayessky.infer trace models with
+            # validation off, which would let HMC/grid posteriors wander outside the training box
             self._check_context(self.context)
 
     # -- helpers --------------------------------------------------------------------------------
@@ -159,7 +191,8 @@ class FlowDistribution(TorchDistribution):
         return f"{self.context_dim} values"
 
     def _check_context(self, c: torch.Tensor) -> None:
-        c = c.detach()
+        # a handful of numbers per call (batch x d), cheap next to the network evaluation
+        c = _physical(c.detach())
         if not torch.isfinite(c).all():
             raise ValueError(f"context: contains {int((~torch.isfinite(c)).sum())} non-finite values")
         if self.context_low is None or self.context_high is None:
@@ -188,11 +221,21 @@ class FlowDistribution(TorchDistribution):
     def _from_net(self, y: torch.Tensor) -> torch.Tensor:
         return y.squeeze(-3) if self._squeeze else y
 
-    def _check_value(self, value: torch.Tensor) -> None:
+    def _check_shape(self, value: torch.Tensor) -> None:
+        # shapes only (no data access): always on, because log_prob reshapes the value to the
+        # network's shape and a (4, 16) map would otherwise pass for an (8, 8) one
         n = len(self.event_shape)
         if value.ndim < n or value.shape[value.ndim - n:] != self.event_shape:
             raise ValueError(f"value: expected a map of trailing shape {tuple(self.event_shape)}, "
                              f"got {tuple(value.shape)}")
+        try:
+            torch.broadcast_shapes(value.shape[: value.ndim - n], self.batch_shape)
+        except RuntimeError:
+            raise ValueError(f"value: leading shape {tuple(value.shape[: value.ndim - n])} does not "
+                             f"broadcast with the batch shape {tuple(self.batch_shape)}") from None
+
+    def _check_value(self, value: torch.Tensor) -> None:
+        n = len(self.event_shape)
         v = value.detach()
         if not torch.isfinite(v).all():
             raise ValueError(f"value: contains {int(torch.isnan(v).sum())} NaN and "
@@ -203,11 +246,6 @@ class FlowDistribution(TorchDistribution):
             if not bool(ok.all()):
                 raise ValueError(f"value: {int((~ok).sum())} values outside the support of the prior "
                                  f"({self.transform.domain})")
-        try:
-            torch.broadcast_shapes(value.shape[: value.ndim - n], self.batch_shape)
-        except RuntimeError:
-            raise ValueError(f"value: leading shape {tuple(value.shape[: value.ndim - n])} does not "
-                             f"broadcast with the batch shape {tuple(self.batch_shape)}") from None
 
     # -- shapes ---------------------------------------------------------------------------------
     def expand(self, batch_shape, _instance=None):
@@ -224,6 +262,7 @@ class FlowDistribution(TorchDistribution):
     # -- density and sampling -------------------------------------------------------------------
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         value = as_tensor(value, "value")
+        self._check_shape(value)
         if self._validate_args:
             self._check_value(value)
         x = self._to_net(value.to(dtype=self._dtype, device=self._device))

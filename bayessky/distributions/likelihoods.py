@@ -9,6 +9,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
 from .._validate import as_tensor
+from .flow import _physical
 
 __all__ = ["MapNormal"]
 
@@ -34,8 +35,10 @@ class MapNormal(TorchDistribution):
         sigma: noise rms per pixel, a scalar (white noise) or a map broadcastable to ``loc``
             (inhomogeneous noise), map units; must be > 0 where the mask is > 0.
         mask: optional ``M`` broadcastable to ``loc``, values in [0, 1]; ``None`` means all ones.
-        validate_args: as in :class:`torch.distributions.Distribution`; checks shapes, NaN, mask
-            values and sigma > 0 on observed pixels.
+            Checked always (finite, in [0, 1]), whatever ``validate_args`` says.
+        validate_args: as in :class:`torch.distributions.Distribution`; checks NaN in ``loc`` and
+            the value, and sigma > 0 on observed pixels. The value's trailing shape is checked
+            always: a (1, nx) or scalar value would otherwise broadcast against the map.
 
     The batch shape is the broadcast of the leading dimensions of ``loc``, ``sigma`` and
     ``mask``; the event shape is ``(ny, nx)``.
@@ -79,13 +82,13 @@ class MapNormal(TorchDistribution):
                              f"{tuple(event)}")
         if validate_args is None:
             validate_args = torch.distributions.Distribution._validate_args
+        if mask_t is not None:
+            # always, not only under validate_args: the mask is the user's data description and
+            # Pyro's MCMC / bayessky.infer switch validation off (a NaN mask would silently count
+            # as unobserved). One fused pass: NaN fails both comparisons, +-inf fails one.
+            _check_mask(mask_t)
         if validate_args:
             _check("loc", loc)
-            if mask_t is not None:
-                _check("mask", mask_t)
-                if (mask_t < 0).any() or (mask_t > 1).any():
-                    raise ValueError(f"mask: values must lie in [0, 1], got range "
-                                     f"[{float(mask_t.min()):.3g}, {float(mask_t.max()):.3g}]")
             observed = sigma if mask_t is None else torch.where(mask_t > 0, sigma, torch.ones_like(sigma))
             _check("sigma", observed)
             if (observed <= 0).any():
@@ -125,7 +128,12 @@ class MapNormal(TorchDistribution):
         return d if self.mask is None else self.mask * d
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        value = torch.as_tensor(value, dtype=self.loc.dtype, device=self.loc.device)
+        value = as_tensor(value, "value", dtype=self.loc.dtype, device=self.loc.device)
+        # shape only, no data access: free inside HMC, and it stops a (1, nx), (ny, 1) or scalar
+        # value from broadcasting into a full-map log-density
+        if value.ndim < 2 or value.shape[-2:] != self.event_shape:
+            raise ValueError(f"value: expected a map of trailing shape {tuple(self.event_shape)} "
+                             f"(the data), got shape {tuple(value.shape)}")
         if self.mask is None:
             if self._validate_args:
                 _check("value", value)
@@ -144,6 +152,16 @@ class MapNormal(TorchDistribution):
         z = (value - m * self.loc) / scale
         lp = -0.5 * z**2 - torch.log(scale) - 0.5 * math.log(2 * math.pi)
         return torch.where(observed, lp, torch.zeros_like(lp)).sum(dim=(-2, -1))
+
+
+def _check_mask(mask: torch.Tensor) -> None:
+    """Refuse NaN/inf and values outside [0, 1] in one fused reduction (the common, valid case)."""
+    m = _physical(mask.detach())  # a BatchedTensor under vmap cannot be branched on
+    if bool(((m >= 0) & (m <= 1)).all()):
+        return
+    _check("mask", m)
+    raise ValueError(f"mask: values must lie in [0, 1], got range [{float(m.min()):.3g}, "
+                     f"{float(m.max()):.3g}]")
 
 
 def _check(name: str, t: torch.Tensor) -> None:

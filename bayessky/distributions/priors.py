@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .._validate import as_tensor
-from .flow import FlowDistribution, _as_transform, _first_param, net_context
+from .flow import FlowDistribution, _as_transform, _check_temperature, _first_param, net_context
 from .latent import LatentPrior
 
 __all__ = ["FlowPrior", "LatentVariablePrior", "load_prior", "save_prior", "resolve_prior", "FLOW_KINDS",
@@ -198,6 +198,7 @@ class LatentVariablePrior(LatentPrior, _PriorBase):
     @torch.no_grad()
     def generate(self, n: int, context=None, temperature: float = 1.0) -> torch.Tensor:
         """``n`` maps in user units from the prior: z ~ p(z) (scaled by ``temperature``), x = decode(z)."""
+        temperature = _check_temperature(temperature)
         c = self._context(context)
         if self.latent_flow is not None:
             z = FlowDistribution(self.latent_flow, c, temperature=temperature).sample((int(n),))

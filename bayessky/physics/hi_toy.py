@@ -22,7 +22,7 @@ import numpy as np
 import pyro.distributions as dist
 import torch
 
-from .._validate import as_tensor, check_finite, check_map, check_positive
+from .._validate import as_tensor, check_map, check_positive
 from ..distributions.grf import GaussianRandomField
 
 __all__ = [
@@ -110,8 +110,10 @@ def _params(omega_m, sigma_8, *, like: torch.Tensor | None = None):
     device = ref.device if ref is not None else None
     om = as_tensor(omega_m, "omega_m", dtype=dtype, device=device)
     s8 = as_tensor(sigma_8, "sigma_8", dtype=dtype, device=device)
+    # both > 0 and finite: S(k) depends on sigma_8^2, so a negative sigma_8 would silently give
+    # the likelihood of |sigma_8|, and 0 a white-noise-only field
     check_positive(om, "omega_m")
-    check_finite(s8.detach(), "sigma_8")
+    check_positive(s8, "sigma_8")
     try:
         torch.broadcast_shapes(om.shape, s8.shape)
     except RuntimeError as err:
