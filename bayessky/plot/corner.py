@@ -61,15 +61,21 @@ def corner(
     else:
         truth_list = list(truths) if truths is not None else None
     x = _samples(idata, names)
-    ranges = None
-    if reference is not None:
-        xr = _samples(reference, names)
-        both = np.concatenate([x, xr])
-        lo, hi = both.min(0), both.max(0)
-        pad = 0.05 * (hi - lo + 1e-12)
-        ranges = list(zip(lo - pad, hi + pad))
+    both = x if reference is None else np.concatenate([x, xr := _samples(reference, names)])
+    lo, hi = both.min(0), both.max(0)
+    pad = 0.05 * (hi - lo)
+    # A point estimate (MAP: one draw) or a constant variable has no spread, which corner refuses;
+    # give such axes a width of 10 % of the value (or 0.1) so the point is still drawn.
+    flat = hi - lo <= 1e-12 * np.maximum(1.0, np.abs(hi))
+    pad = np.where(flat, 0.05 * np.maximum(np.abs(hi), 1.0), pad)
+    ranges = list(zip(lo - pad, hi + pad)) if reference is not None or flat.any() else None
+    style_extra = {}
+    if len(x) < 2:  # no contours nor smoothing from one draw; corner wants >= as many rows as axes
+        style_extra = dict(plot_contours=False, plot_density=False, plot_datapoints=True, smooth=None)
+        x = np.repeat(x, max(2, x.shape[1]), axis=0)
     style = dict(levels=tuple(levels), plot_datapoints=False, fill_contours=False,
                  smooth=1.0, show_titles=True, title_fmt=".3f")
+    style.update(style_extra)
     style.update(kwargs)
     # equal total weight per sample set, so histograms of different sizes share one y scale
     fig = _corner.corner(x, labels=labels or names, truths=truth_list, range=ranges,
