@@ -243,3 +243,23 @@ def test_grid_on_cuda_matches_cpu():
     cpu = infer.grid(hi_model(hi_toy), torch.as_tensor(maps), grid=AXES)
     gpu = infer.grid(hi_model(hi_toy), torch.as_tensor(maps, device="cuda"), grid=AXES)
     assert np.abs(cpu.weights - gpu.weights).max() < 1e-9
+
+
+def test_grid_dtype_stack_and_budget_are_validated():
+    axes = {"mu": [0.0, 1.0], "tau": [0.0, 1.0]}
+    # an integer dtype would truncate the grid values
+    with pytest.raises(TypeError, match="dtype") as err:
+        infer.grid(gauss_model, GAUSS_X, grid=axes, dtype=torch.int64)
+    _one_line(err)
+    # a 1-D "stack" would make each number its own data set
+    with pytest.raises(ValueError, match=r"stack=True .*data of shape \(") as err:
+        infer.grid(gauss_model, GAUSS_X.reshape(-1), grid=axes, stack=True)
+    _one_line(err)
+    # the CLI passes --set memory_budget_mb=inf as the string 'inf'
+    for bad in (float("inf"), float("nan"), "inf", "lots", 0, True):
+        with pytest.raises(ValueError, match="memory_budget_mb") as err:
+            infer.grid(gauss_model, GAUSS_X, grid=axes, memory_budget_mb=bad)
+        _one_line(err)
+    ref = infer.grid(gauss_model, GAUSS_X, grid=axes)
+    as_str = infer.grid(gauss_model, GAUSS_X, grid=axes, memory_budget_mb="64")
+    np.testing.assert_allclose(as_str.weights, ref.weights)

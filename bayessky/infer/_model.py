@@ -276,15 +276,63 @@ class BatchEvaluator:
         return None if self.mode is None else self.mode != "loop"
 
 
-def init_strategy_fn(strategy, name: str = "init_strategy") -> Callable:
-    """Map ``"median" | "uniform" | "mean" | "sample" | dict | callable`` to a Pyro init function."""
+def init_strategy_fn(strategy, name: str = "init_strategy", info: ModelInfo | None = None) -> Callable:
+    """Map ``"median" | "uniform" | "mean" | "sample" | dict | callable`` to a Pyro init function.
+
+    A dict's values must be finite numbers or arrays. With the model's ``info`` its keys must be
+    latent sites and each value must broadcast to its site's shape (a leading singleton is
+    dropped, so ``[0.5]`` fits a scalar site) and lie in a fixed support (positive, unit
+    interval, simplex, ...); values are then cast
+    to the site's dtype/device. Pyro would otherwise ignore a misspelt key silently and report a
+    bad value as "Model specification seems incorrect" or a raw expand error.
+    """
     if callable(strategy):
         return strategy
     if isinstance(strategy, Mapping):
+        from torch.distributions import constraints
+
+        fixed_supports = (constraints.positive, constraints.nonnegative, constraints.unit_interval,
+                          constraints.simplex)
+        if info is not None:
+            unknown = [k for k in strategy if k not in info.latent]
+            if unknown:
+                raise ValueError(f"{name}: {unknown} not latent sample sites of the model "
+                                 f"(latent sites: {info.latent})")
+        values = {}
+        for k, v in strategy.items():
+            where = f"{name}[{k!r}]"
+            try:
+                t = torch.as_tensor(v.detach() if isinstance(v, torch.Tensor) else v)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise TypeError(f"{where}: expected a number or an array, got {type(v).__name__} "
+                                f"{str(v)[:60]!r}") from err
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{where}: contains {int((~torch.isfinite(t)).sum())} NaN/inf values")
+            if info is not None:
+                site = info.sites[k]
+                while t.ndim > len(site.shape) and t.shape[0] == 1:
+                    t = t[0]
+                try:
+                    fits = torch.broadcast_shapes(t.shape, site.shape) == torch.Size(site.shape)
+                except RuntimeError:
+                    fits = False
+                if not fits:
+                    raise ValueError(f"{where}: shape {tuple(t.shape)} does not fit the site's "
+                                     f"shape {site.shape}")
+                like = site.value
+                t = t.to(dtype=like.dtype if like.is_floating_point() else t.dtype,
+                         device=like.device).expand(site.shape).contiguous()
+                # only fixed supports: bounds that depend on other latents (Uniform(0, s)) were
+                # drawn from the prior in the prototype run and would refuse valid starting points
+                fixed = any(site.support is c for c in fixed_supports)
+                if fixed and not bool(site.support.check(t).all()):
+                    raise ValueError(f"{where}: value outside the support of site {k!r} "
+                                     f"({site.support})")
+            values[k] = t
         # copies, handed out fresh on every call: AutoDelta and friends turn the returned tensor into
         # a parameter and optimise it in place, which must not reach the caller's arrays (or a
         # second chain started from the same dict)
-        values = {k: torch.as_tensor(v).detach().clone() for k, v in strategy.items()}
+        values = {k: t.detach().clone() for k, t in values.items()}
         base = init.init_to_value(values=values)
 
         def init_to_copy(site=None):
@@ -295,7 +343,7 @@ def init_strategy_fn(strategy, name: str = "init_strategy") -> Callable:
         return init_to_copy
     table = {"median": init.init_to_median, "uniform": init.init_to_uniform,
              "mean": init.init_to_mean, "sample": init.init_to_sample}
-    if strategy not in table:
+    if not isinstance(strategy, str) or strategy not in table:
         raise ValueError(f"{name}: expected one of {sorted(table)} + ['map'], a dict of values or a "
                          f"callable, got {strategy!r}")
     return table[strategy]()

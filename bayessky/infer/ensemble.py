@@ -9,6 +9,7 @@ estimator, per parameter, in attrs) is the diagnostic to trust.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import emcee as _emcee
@@ -16,7 +17,8 @@ import numpy as np
 import torch
 
 from ._idata import build_inference_data
-from ._model import FlatPotential, init_strategy_fn, seeded
+from ._model import FlatPotential, seeded
+from .optimize import check_int, check_seed, explain_data_errors, resolve_init
 
 __all__ = ["emcee"]
 
@@ -50,23 +52,26 @@ def emcee(
         log density), ``log_likelihood``, ``observed_data``; attrs ``acceptance_fraction``
         (per walker) and ``autocorr_time`` (per flat parameter, emcee's estimate with tol=0).
     """
-    for arg, v in (("steps", steps), ("thin", thin)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"emcee: {arg} must be a positive integer, got {v!r}")
-    burn = steps // 2 if burn is None else burn
-    if not isinstance(burn, int) or not 0 <= burn < steps:
+    steps = check_int("emcee", "steps", steps)
+    thin = check_int("emcee", "thin", thin)
+    burn = steps // 2 if burn is None else check_int("emcee", "burn", burn, minimum=0)
+    if burn >= steps:
         raise ValueError(f"emcee: burn must be an integer in [0, steps), got {burn!r}")
+    seed = check_seed("emcee", seed)
     with seeded(seed):
-        init_fn = init_strategy_fn(init_strategy, "emcee: init_strategy")
-        probe = FlatPotential(model, args, model_kwargs, num_chains=1, init_strategy=init_fn,
-                              name="emcee")
+        init_fn = resolve_init("emcee", init_strategy, model, args, model_kwargs)
+        with explain_data_errors("emcee", model, args):
+            probe = FlatPotential(model, args, model_kwargs, num_chains=1, init_strategy=init_fn,
+                                  name="emcee")
         D = probe.dim
         if walkers is None:
             walkers = max(4 * D, 16)
             walkers += walkers % 2
-        if not isinstance(walkers, int) or walkers < 2 * D or walkers % 2:
+        if (not isinstance(walkers, numbers.Integral) or isinstance(walkers, bool)
+                or walkers < 2 * D or walkers % 2):
             raise ValueError(f"emcee: walkers must be an even integer >= 2 * dim = {2 * D}, "
                              f"got {walkers!r}")
+        walkers = int(walkers)
         pot = FlatPotential(model, args, model_kwargs, num_chains=walkers, init_strategy=init_fn,
                             name="emcee")
         dtype, device = pot.initial.dtype, pot.initial.device
@@ -82,7 +87,8 @@ def emcee(
         sampler = _emcee.EnsembleSampler(walkers, D, log_prob, vectorize=True, moves=moves)
         sampler.random_state = rng.get_state()
         p0 = pot.initial.detach().double().cpu().numpy()
-        sampler.run_mcmc(p0, steps, progress=progress_bar)
+        with explain_data_errors("emcee", model, args):
+            sampler.run_mcmc(p0, steps, progress=progress_bar)
         chain = sampler.get_chain(discard=burn, thin=thin)  # (S, W, D)
         lp = sampler.get_log_prob(discard=burn, thin=thin)  # (S, W)
         z = torch.as_tensor(np.ascontiguousarray(chain.transpose(1, 0, 2)), dtype=dtype, device=device)

@@ -238,6 +238,20 @@ def _check_axes(grid_axes) -> dict[str, np.ndarray]:
     return out
 
 
+def _check_budget(v) -> float:
+    """``memory_budget_mb`` as a finite float > 0; numeric strings (``--set`` on the CLI) convert."""
+    x = v
+    if isinstance(x, str):
+        try:
+            x = float(x)
+        except ValueError:
+            x = None
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)) \
+            or not (math.isfinite(x) and x > 0):
+        raise ValueError(f"grid: memory_budget_mb must be a finite number > 0 (MiB), got {v!r}")
+    return float(x)
+
+
 def _bytes_per_point(res, B: int) -> float:
     total = sum(t.numel() * t.element_size() for t in res.log_prob.values())
     total += sum(t.numel() * t.element_size() for t in res.values.values())
@@ -290,12 +304,22 @@ def grid(
         raise ValueError(f"grid: prior must be 'model', 'uniform' or None, got {prior!r}")
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"grid: chunk_size must be a positive integer, got {chunk_size!r}")
-    if not memory_budget_mb > 0:
-        raise ValueError(f"grid: memory_budget_mb must be positive, got {memory_budget_mb!r}")
+    memory_budget_mb = _check_budget(memory_budget_mb)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        # grid values are cast to it: an integer dtype would silently truncate the axes
+        raise TypeError(f"grid: dtype must be a floating torch dtype (e.g. torch.float64), got {dtype!r}")
     device, dtype = _device_dtype(args, device, dtype)
     if stack:
         if not args:
             raise ValueError("grid: stack=True needs the stack of data sets as first argument")
+        ndim = args[0].ndim if hasattr(args[0], "ndim") else np.ndim(args[0])
+        if ndim < 2:
+            # a 1-D stack would make every number its own data set
+            raise ValueError(f"grid: stack=True takes data as a stack (M, ...) of data sets, got "
+                             f"data of shape {tuple(np.shape(args[0]))}; use stack=False for one "
+                             f"data set (or shape (M, 1) for M scalar observations)")
+        if len(args[0]) < 1:
+            raise ValueError("grid: stack=True got an empty stack of data sets (M = 0)")
         datasets = [(args[0][m],) + tuple(args[1:]) for m in range(len(args[0]))]
     else:
         datasets = [tuple(args)]

@@ -14,7 +14,7 @@ cores to spare the batch is split across forked processes (``chain_method``).
 
 from __future__ import annotations
 
-import math
+import numbers
 import warnings
 from collections.abc import Callable
 
@@ -24,6 +24,7 @@ from pyro.infer.mcmc.util import initialize_model
 
 from ._idata import build_inference_data
 from ._model import BatchEvaluator, FlatPotential, TracedPotential, init_strategy_fn, seeded
+from .optimize import check_int, check_positive, check_seed, explain_data_errors, resolve_init
 
 __all__ = ["nuts", "hmc"]
 
@@ -86,14 +87,16 @@ class _HMC(_Recorder, HMC):
     pass
 
 
-def _check_common(name, num_samples, warmup_steps, num_chains, target_accept_prob):
-    for arg, v in (("num_samples", num_samples), ("num_chains", num_chains)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name}: {arg} must be a positive integer, got {v!r}")
-    if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
-        raise ValueError(f"{name}: warmup_steps must be a non-negative integer, got {warmup_steps!r}")
-    if not (0.0 < float(target_accept_prob) < 1.0):
-        raise ValueError(f"{name}: target_accept_prob must lie in (0, 1), got {target_accept_prob!r}")
+def _check_common(name, num_samples, warmup_steps, num_chains, target_accept_prob, seed):
+    """Validate the arguments nuts and hmc share; returns (num_samples, warmup_steps, num_chains, seed)."""
+    num_samples = check_int(name, "num_samples", num_samples)
+    num_chains = check_int(name, "num_chains", num_chains)
+    warmup_steps = check_int(name, "warmup_steps", warmup_steps, minimum=0)
+    tap = target_accept_prob
+    if (not isinstance(tap, numbers.Real) or isinstance(tap, bool)
+            or not (0.0 < float(tap) < 1.0)):
+        raise ValueError(f"{name}: target_accept_prob must lie in (0, 1), got {tap!r}")
+    return num_samples, warmup_steps, num_chains, check_seed(name, seed)
 
 
 def _resolve_init(name, init_strategy, model, args, kwargs, seed):
@@ -106,8 +109,8 @@ def _resolve_init(name, init_strategy, model, args, kwargs, seed):
         info = BatchEvaluator(model, args, kwargs).info
         values = {k: torch.as_tensor(post[k].values[0, 0], dtype=info.dtype, device=info.device)
                   for k in info.latent}
-        return init_strategy_fn(values, f"{name}: init_strategy")
-    return init_strategy_fn(init_strategy, f"{name}: init_strategy")
+        return init_strategy_fn(values, f"{name}: init_strategy", info=info)
+    return resolve_init(name, init_strategy, model, args, kwargs)
 
 
 def _warn_divergences(name, diverging):
@@ -131,8 +134,15 @@ def _run_pyro(kind, model, args, kwargs, *, num_samples, warmup_steps, num_chain
                 initial_params=initial, disable_progbar=not progress_bar, mp_context=mp_context)
     mcmc.run(*args, **kwargs)
     samples = mcmc.get_samples(group_by_chain=True)
-    diag = mcmc.diagnostics()
-    recs = [diag["bayessky_records"][f"chain {c}"] for c in range(num_chains)]
+    # MCMC.diagnostics() also computes split R-hat over every site, which asserts >= 4 draws
+    # (pyro.ops.stats.split_gelman_rubin) and is not needed here: read the kernels' own
+    # per-chain diagnostics, where our records travel, directly.
+    per_chain = getattr(mcmc, "_diagnostics", None)
+    if per_chain is not None and all(d is not None and "bayessky_records" in d for d in per_chain):
+        recs = [per_chain[c]["bayessky_records"] for c in range(num_chains)]
+    else:  # another Pyro layout: the public route (fine for >= 4 draws)
+        diag = mcmc.diagnostics()
+        recs = [diag["bayessky_records"][f"chain {c}"] for c in range(num_chains)]
     stats = {k: [r[k] for r in recs] for k in _STATS}
     return samples, stats
 
@@ -185,7 +195,10 @@ def _run_fast(name, model, args, kwargs, *, num_samples, warmup_steps, num_chain
 def _mcmc(kind, model, args, *, num_samples, warmup_steps, num_chains, target_accept_prob,
           dense_mass, init_strategy, jit, max_tree_depth, progress_bar, seed, backend, mp_context,
           hmc_kw, model_kwargs, chain_method=None):
-    _check_common(kind, num_samples, warmup_steps, num_chains, target_accept_prob)
+    num_samples, warmup_steps, num_chains, seed = _check_common(
+        kind, num_samples, warmup_steps, num_chains, target_accept_prob, seed)
+    if kind == "nuts":  # both backends; Pyro's NUTS divides by zero at depth 0
+        max_tree_depth = check_int(kind, "max_tree_depth", max_tree_depth)
     if backend not in ("pyro", "fast"):
         raise ValueError(f"{kind}: backend must be 'pyro' or 'fast', got {backend!r}")
     if backend == "fast" and kind != "nuts":
@@ -195,26 +208,40 @@ def _mcmc(kind, model, args, *, num_samples, warmup_steps, num_chains, target_ac
                          "chooses its processes itself (num_chains, mp_context)")
     with seeded(seed):
         init_fn = _resolve_init(kind, init_strategy, model, args, model_kwargs, seed)
-        if backend == "fast":
-            samples, stats = _run_fast(
-                kind, model, args, model_kwargs, num_samples=num_samples, warmup_steps=warmup_steps,
-                num_chains=num_chains, init_fn=init_fn, target_accept_prob=target_accept_prob,
-                max_tree_depth=max_tree_depth, dense_mass=dense_mass, seed=seed,
-                progress_bar=progress_bar, chain_method=chain_method, jit=jit)
-        else:
-            kernel_kw = dict(full_mass=dense_mass, jit_compile=jit, ignore_jit_warnings=True,
-                             target_accept_prob=target_accept_prob, **hmc_kw)
-            if kind == "nuts":
-                kernel_kw["max_tree_depth"] = max_tree_depth
-            samples, stats = _run_pyro(
-                kind, model, args, model_kwargs, num_samples=num_samples, warmup_steps=warmup_steps,
-                num_chains=num_chains, init_fn=init_fn, progress_bar=progress_bar,
-                mp_context=mp_context, kernel_kw=kernel_kw)
+        with explain_data_errors(kind, model, args):
+            samples, stats = _sample(kind, model, args, model_kwargs, num_samples=num_samples,
+                                     warmup_steps=warmup_steps, num_chains=num_chains, init_fn=init_fn,
+                                     target_accept_prob=target_accept_prob, dense_mass=dense_mass,
+                                     jit=jit, max_tree_depth=max_tree_depth,
+                                     progress_bar=progress_bar, seed=seed, backend=backend,
+                                     mp_context=mp_context, hmc_kw=hmc_kw, chain_method=chain_method)
         _warn_divergences(kind, stats["diverging"])
         evaluator = BatchEvaluator(model, args, model_kwargs, name=kind)
         attrs = {"inference_library": "pyro" if backend == "pyro" else "bayessky.fast_nuts",
                  "engine": kind, "num_warmup": warmup_steps, "seed": -1 if seed is None else seed}
         return build_inference_data(evaluator, samples, stats, attrs)
+
+
+def _sample(kind, model, args, model_kwargs, *, num_samples, warmup_steps, num_chains, init_fn,
+            target_accept_prob, dense_mass, jit, max_tree_depth, progress_bar, seed, backend,
+            mp_context, hmc_kw, chain_method):
+    """Run the chosen backend; returns (samples by chain, per-draw stats)."""
+    if backend == "fast":
+        samples, stats = _run_fast(
+            kind, model, args, model_kwargs, num_samples=num_samples, warmup_steps=warmup_steps,
+            num_chains=num_chains, init_fn=init_fn, target_accept_prob=target_accept_prob,
+            max_tree_depth=max_tree_depth, dense_mass=dense_mass, seed=seed,
+            progress_bar=progress_bar, chain_method=chain_method, jit=jit)
+    else:
+        kernel_kw = dict(full_mass=dense_mass, jit_compile=jit, ignore_jit_warnings=True,
+                         target_accept_prob=target_accept_prob, **hmc_kw)
+        if kind == "nuts":
+            kernel_kw["max_tree_depth"] = max_tree_depth
+        samples, stats = _run_pyro(
+            kind, model, args, model_kwargs, num_samples=num_samples, warmup_steps=warmup_steps,
+            num_chains=num_chains, init_fn=init_fn, progress_bar=progress_bar,
+            mp_context=mp_context, kernel_kw=kernel_kw)
+    return samples, stats
 
 
 def nuts(
@@ -307,10 +334,12 @@ def hmc(
     As :func:`nuts`, with a fixed trajectory: ``num_steps`` leapfrog steps, or
     ``trajectory_length`` (default 2 pi, Stan's) divided by the adapted step size.
     """
-    if num_steps is not None and (not isinstance(num_steps, int) or num_steps < 1):
-        raise ValueError(f"hmc: num_steps must be a positive integer, got {num_steps!r}")
-    if trajectory_length is not None and not (math.isfinite(trajectory_length) and trajectory_length > 0):
-        raise ValueError(f"hmc: trajectory_length must be positive, got {trajectory_length!r}")
+    # Pyro takes num_steps = trajectory_length / step_size: a step_size <= 0 never ends a
+    # trajectory (hangs) and NaN fails deep inside; the initial step size is also the adaptation's start
+    step_size = check_positive("hmc", "step_size", step_size)
+    if num_steps is not None:
+        num_steps = check_int("hmc", "num_steps", num_steps)
+    trajectory_length = check_positive("hmc", "trajectory_length", trajectory_length, optional=True)
     hmc_kw = {"step_size": step_size, "num_steps": num_steps, "trajectory_length": trajectory_length}
     return _mcmc("hmc", model, args, num_samples=num_samples, warmup_steps=warmup_steps,
                  num_chains=num_chains, target_accept_prob=target_accept_prob, dense_mass=dense_mass,

@@ -14,9 +14,14 @@ the dense Hessian costs D gradient evaluations and D^2 memory, so keep D to a fe
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Callable
+import numbers
+import random
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager
 
+import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
@@ -26,9 +31,107 @@ from tqdm.auto import tqdm
 
 from ._compat import add_group
 from ._idata import build_inference_data
-from ._model import BatchEvaluator, init_strategy_fn, seeded, to_batch
+from ._model import BatchEvaluator, ModelInfo, init_strategy_fn, inspect_model, seeded, to_batch
 
 __all__ = ["map", "fit_guide", "guide_draws"]
+
+_SEED_MAX = 2**32 - 1  # numpy's legacy seeding (pyro.set_rng_seed) takes [0, 2**32 - 1]
+
+
+# -- argument checks shared by the engines: one-line errors naming the argument -----------------
+def check_int(name: str, arg: str, v, minimum: int = 1) -> int:
+    """``v`` as an int >= ``minimum``; numpy integers pass, bools and floats do not."""
+    if not isinstance(v, numbers.Integral) or isinstance(v, (bool, np.bool_)) or v < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name}: {arg} must be {what}, got {v!r}")
+    return int(v)
+
+
+def check_positive(name: str, arg: str, v, *, optional: bool = False) -> float | None:
+    """``v`` as a finite float > 0 (``None`` passes when ``optional``)."""
+    if v is None and optional:
+        return None
+    ok = isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+    if not ok or not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name}: {arg} must be finite and > 0{' (or None)' if optional else ''}, "
+                         f"got {v!r}")
+    return float(v)
+
+
+def check_seed(name: str, seed) -> int | None:
+    """``None`` or an int in [0, 2**32 - 1], the range every seeded generator accepts."""
+    if seed is None:
+        return None
+    if (not isinstance(seed, numbers.Integral) or isinstance(seed, (bool, np.bool_))
+            or not 0 <= seed <= _SEED_MAX):
+        raise ValueError(f"{name}: seed must be None or an integer in [0, 2**32 - 1], got {seed!r}")
+    return int(seed)
+
+
+def model_info(model: Callable, args, kwargs) -> ModelInfo:
+    """The model's sites from one prototype run that leaves the global RNG states untouched.
+
+    Why: the engines run under ``seeded(seed)``; an extra model run for argument checks must not
+    shift the random stream, or the same seed would give different draws than before.
+    """
+    states = (torch.random.get_rng_state(), np.random.get_state(), random.getstate())
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        return inspect_model(model, tuple(args), dict(kwargs or {}))
+    finally:
+        torch.random.set_rng_state(states[0])
+        np.random.set_state(states[1])
+        random.setstate(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def resolve_init(name: str, strategy, model: Callable, args, kwargs,
+                 info: ModelInfo | None = None) -> Callable:
+    """``init_strategy_fn`` with a dict checked against the model's latent sites (names, shapes)."""
+    if isinstance(strategy, Mapping) and info is None:
+        info = model_info(model, args, kwargs)
+    return init_strategy_fn(strategy, f"{name}: init_strategy", info=info)
+
+
+def _nonfinite_args(model: Callable, args) -> list[tuple[str, int]]:
+    """(argument name, NaN/inf count) of the floating tensors / arrays among positional args."""
+    try:
+        params = [p.name for p in inspect.signature(model).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    out = []
+    for i, a in enumerate(args):
+        if isinstance(a, torch.Tensor) and (a.is_floating_point() or a.is_complex()):
+            n = int((~torch.isfinite(a.detach())).sum())
+        elif isinstance(a, np.ndarray) and a.dtype.kind in "fc":
+            n = int((~np.isfinite(a)).sum())
+        else:
+            continue
+        if n:
+            out.append((params[i] if i < len(params) else f"args[{i}]", n))
+    return out
+
+
+@contextmanager
+def explain_data_errors(name: str, model: Callable, args):
+    """Re-raise a failure of the model as a one-line error when its data hold NaN/inf.
+
+    Checked only after a failure, never up front: NaN fill values in masked pixels are legitimate
+    (``MapNormal`` ignores them where the mask is 0), so only a model that fails on its data is
+    told that the data are the likely cause.
+    """
+    try:
+        yield
+    except (ValueError, RuntimeError, AssertionError) as err:
+        bad = _nonfinite_args(model, args)
+        if not bad:
+            raise
+        arg, n = bad[0]
+        first = (str(err).strip().splitlines() or [""])[0][:150]
+        raise ValueError(f"{name}: {arg}: contains {n} NaN/inf values and the model failed on them "
+                         f"({type(err).__name__}: {first})") from err
 
 
 def fit_guide(model, guide, args, kwargs, *, steps: int, optimizer: str, lr: float | None,
@@ -118,11 +221,6 @@ def guide_draws(guide, args, kwargs, info, num_samples: int) -> dict[str, torch.
     raise AssertionError("unreachable")
 
 
-def _check_steps(name, steps):
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"{name}: steps must be a positive integer, got {steps!r}")
-
-
 def map(  # noqa: A001 - the public name of the engine
     model: Callable,
     *args,
@@ -160,19 +258,22 @@ def map(  # noqa: A001 - the public name of the engine
         >>> round(float(idata.posterior["mu"].values.item()), 4)   # = sum(data) / (n + 1)
         1.5
     """
-    _check_steps("map", steps)
+    steps = check_int("map", "steps", steps)
     if laplace:
-        _check_steps("map: num_samples", num_samples)
+        num_samples = check_int("map", "num_samples", num_samples)
+    lr = check_positive("map", "lr", lr, optional=True)
+    seed = check_seed("map", seed)
     # a private parameter store: guides of earlier fits (other shapes, same names) must not leak in
     with seeded(seed), pyro.get_param_store().scope():
-        init_fn = init_strategy_fn(init_strategy, "map: init_strategy")
         evaluator = BatchEvaluator(model, args, model_kwargs, name="map")
+        init_fn = resolve_init("map", init_strategy, model, args, model_kwargs, info=evaluator.info)
         latent = evaluator.info.latent
         if not latent:
             raise ValueError("map: the model has no latent sample sites to optimise")
         guide = (AutoLaplaceApproximation if laplace else AutoDelta)(model, init_loc_fn=init_fn)
-        losses = fit_guide(model, guide, args, model_kwargs, steps=steps, optimizer=optimizer, lr=lr,
-                           name="map", progress_bar=progress_bar)
+        with explain_data_errors("map", model, args):
+            losses = fit_guide(model, guide, args, model_kwargs, steps=steps, optimizer=optimizer,
+                               lr=lr, name="map", progress_bar=progress_bar)
         lap = guide.laplace_approximation(*args, **model_kwargs) if laplace else None
         with torch.no_grad():
             med = (lap if laplace else guide).median(*args, **model_kwargs)

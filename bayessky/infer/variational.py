@@ -23,8 +23,16 @@ from pyro.infer.autoguide import (
 
 from ._compat import add_group
 from ._idata import build_inference_data
-from ._model import BatchEvaluator, init_strategy_fn, seeded
-from .optimize import fit_guide, guide_draws
+from ._model import BatchEvaluator, seeded
+from .optimize import (
+    check_int,
+    check_positive,
+    check_seed,
+    explain_data_errors,
+    fit_guide,
+    guide_draws,
+    resolve_init,
+)
 
 __all__ = ["svi", "make_guide"]
 
@@ -94,21 +102,26 @@ def svi(
         >>> idata.posterior["mu"].shape
         (1, 100)
     """
-    for arg, v in (("steps", steps), ("num_samples", num_samples), ("num_particles", num_particles)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"svi: {arg} must be a positive integer, got {v!r}")
-    if not lr > 0:
-        raise ValueError(f"svi: lr must be positive, got {lr!r}")
+    steps = check_int("svi", "steps", steps)
+    num_samples = check_int("svi", "num_samples", num_samples)
+    num_particles = check_int("svi", "num_particles", num_particles)
+    lr = check_positive("svi", "lr", lr)
+    final_lr = check_positive("svi", "final_lr", final_lr, optional=True)
+    init_scale = check_positive("svi", "init_scale", init_scale)
+    if rank is not None:
+        rank = check_int("svi", "rank", rank)
+    seed = check_seed("svi", seed)
     # a private parameter store: guides of earlier fits (other shapes, same names) must not leak in
     with seeded(seed), pyro.get_param_store().scope():
-        init_fn = init_strategy_fn(init_strategy, "svi: init_strategy")
         evaluator = BatchEvaluator(model, args, model_kwargs, name="svi")
         if not evaluator.info.latent:
             raise ValueError("svi: the model has no latent sample sites")
+        init_fn = resolve_init("svi", init_strategy, model, args, model_kwargs, info=evaluator.info)
         g = make_guide(model, guide, init_fn=init_fn, rank=rank, init_scale=init_scale)
-        losses = fit_guide(model, g, args, model_kwargs, steps=steps, optimizer="adam", lr=lr,
-                           final_lr=final_lr, num_particles=num_particles, name="svi",
-                           progress_bar=progress_bar)
+        with explain_data_errors("svi", model, args):
+            losses = fit_guide(model, g, args, model_kwargs, steps=steps, optimizer="adam", lr=lr,
+                               final_lr=final_lr, num_particles=num_particles, name="svi",
+                               progress_bar=progress_bar)
         draws = guide_draws(g, args, model_kwargs, evaluator.info, num_samples)
         samples = {k: v.unsqueeze(0) for k, v in draws.items()}
         idata = build_inference_data(
