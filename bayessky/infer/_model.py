@@ -29,21 +29,17 @@ from pyro.poutine.util import site_is_subsample
 
 __all__ = [
     "Site", "ModelInfo", "inspect_model", "BatchEvaluator", "FlatPotential", "TracedPotential",
-    "seeded", "to_batch", "init_strategy_fn",
+    "seeded", "preserved_rng", "to_batch", "init_strategy_fn",
 ]
 
 _BATCH_PLATE = "_bayessky_batch"
 
 
 @contextmanager
-def seeded(seed: int | None):
-    """Seed torch/numpy/random (as ``pyro.set_rng_seed``) and restore the global states after."""
-    if seed is None:
-        yield
-        return
+def preserved_rng():
+    """Restore the global torch/numpy/random (and CUDA) generator states on exit."""
     states = (torch.random.get_rng_state(), np.random.get_state(), random.getstate())
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    pyro.set_rng_seed(int(seed))
     try:
         yield
     finally:
@@ -52,6 +48,17 @@ def seeded(seed: int | None):
         random.setstate(states[2])
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
+
+
+@contextmanager
+def seeded(seed: int | None):
+    """Seed torch/numpy/random (as ``pyro.set_rng_seed``) and restore the global states after."""
+    if seed is None:
+        yield
+        return
+    with preserved_rng():
+        pyro.set_rng_seed(int(seed))
+        yield
 
 
 @dataclass
