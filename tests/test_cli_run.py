@@ -201,3 +201,11 @@ def test_device_out_and_empty_data_are_one_line_errors(tmp_path, capsys):
                             "--out", str(tmp_path / "o")])
         assert msg.startswith("bayessky run: error: --data:") and "empty" in msg, msg
     assert not (tmp_path / "o").exists()
+
+
+def test_set_values_parse_like_python_and_json_booleans():
+    from bayessky.cli.run import parse_sets
+
+    got = parse_sets(["a=1", "b=[1, 2]", "c=name", "d=false", "e=True", "f='x'", "g=TRUE"])
+    # "false" must not survive as the (truthy) string "false"
+    assert got == {"a": 1, "b": [1, 2], "c": "name", "d": False, "e": True, "f": "x", "g": True}

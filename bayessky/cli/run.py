@@ -57,7 +57,7 @@ def add_parser(sub) -> None:
 
 
 def parse_sets(items: list[str]) -> dict:
-    """``["a=1", "b=[1,2]", "c=name"]`` -> ``{"a": 1, "b": [1, 2], "c": "name"}``."""
+    """``["a=1", "b=[1,2]", "c=name", "d=false"]`` -> ``{"a": 1, "b": [1, 2], "c": "name", "d": False}``."""
     out = {}
     for item in items:
         if "=" not in item:
@@ -66,6 +66,10 @@ def parse_sets(items: list[str]) -> dict:
         key = key.strip()
         if not key.isidentifier():
             raise CLIError(f"--set: {key!r} is not a valid option name")
+        if value.strip().lower() in ("true", "false"):
+            # the JSON/shell spelling: as a bare string "false" would be truthy
+            out[key] = value.strip().lower() == "true"
+            continue
         try:
             out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
