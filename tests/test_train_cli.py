@@ -5,10 +5,13 @@ import math
 
 import numpy as np
 import pytest
+import scipy.stats
 import test_train_standin as standin
 import torch
 
+import bayessky
 from bayessky.cli import main
+from bayessky.distributions import priors
 from bayessky.train.checkpoint import load_checkpoint
 
 
@@ -43,7 +46,7 @@ def _no_time(history):
     return [{k: v for k, v in r.items() if k != "time_s"} for r in history]
 
 
-def test_camels_end_to_end(tmp_path, toy_kind):
+def test_camels_end_to_end(tmp_path, toy_kind, monkeypatch):
     mp, pp, maps, params = _camels(tmp_path)
     out = tmp_path / "run"
     args = ["train", toy_kind, "--data", mp, "--params", pp, "--out", str(out), "--size", "8",
@@ -70,6 +73,28 @@ def test_camels_end_to_end(tmp_path, toy_kind):
     jac = (np.log(tiles) + math.log(math.log(10)) + math.log(std["std"])).sum(axis=(1, 2, 3, 4)).mean() / 4
     m = card["metrics"]
     assert m["val_nll_physical_per_map"] == pytest.approx(m["val_nll_per_map"] + jac, rel=1e-9)
+    # ... and both numbers are the NLL of the written checkpoint on the validation simulation's
+    # tiles, recomputed outside the trainer: the card's val_sims (by simulation, recorded by the
+    # CLI) -> its 15 maps cut into 60 tiles of 8 x 8 (the mean does not depend on tile order),
+    # context = its (Omega_m, sigma_8) row. The network density is the stand-in's per-pixel
+    # Gaussian written with scipy from the loaded weights; the physical one also through the
+    # loaded prior's own log_prob. The trainer works in float32 (measured differences: 6e-7 nats
+    # of 124 in network space, 3e-5 of 1327 through log_prob), hence rel 1e-6.
+    monkeypatch.setattr(priors, "FLOW_KINDS", (*priors.FLOW_KINDS, toy_kind))  # load_prior knows it
+    prior = bayessky.load_prior(out)
+    assert m["n_val"] == 60 and prior.card["metrics"] == m
+    val_tiles = tiles.transpose(0, 1, 3, 2, 4).reshape(60, 8, 8)
+    c = params[vs, :2]
+    net = {k: v.detach().double().numpy() for k, v in prior.net.named_parameters()}
+    y = (np.log10(val_tiles) - std["mean"]) / std["std"]
+    loc = net["mu"][0] + np.einsum("d,dij->ij", c, net["w"][:, 0])
+    nll_net = -scipy.stats.norm.logpdf(y, loc, np.exp(net["log_s"][0])).sum(axis=(1, 2)).mean()
+    assert m["val_nll_per_map"] == pytest.approx(nll_net, rel=1e-6)
+    nll_phys = nll_net + jac  # sum over pixels of -log|dT/dx| = ln x + ln ln 10 + ln std
+    assert m["val_nll_physical_per_map"] == pytest.approx(nll_phys, rel=1e-6)
+    with torch.no_grad():
+        lp = prior.log_prob(torch.as_tensor(val_tiles), torch.as_tensor(c).expand(60, 2))
+    assert m["val_nll_physical_per_map"] == pytest.approx(-lp.double().mean().item(), rel=1e-6)
     model, _ = load_checkpoint(out, expected_kind=toy_kind)
     assert model.shape == (1, 8, 8) and model.context_dim == 2
 
