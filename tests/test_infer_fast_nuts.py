@@ -347,3 +347,29 @@ def test_jit_fast_backend_gives_the_eager_draws():
     eager = bi.nuts(_gaussian_model, data, **kw).posterior["x"].values
     jit = bi.nuts(_gaussian_model, data, jit=True, **kw).posterior["x"].values
     np.testing.assert_allclose(jit, eager, atol=1e-4)
+
+
+def test_traced_potential_keeps_exact_gradients_on_the_lensing_model():
+    # TorchScript's optimising executor re-plans a trace after its first runs; on this model
+    # (complex FFTs, in-place slice writes) its derivatives for phi were wrong from the second
+    # call on. Every call must match the eager gradient.
+    import importlib.util
+    from pathlib import Path
+
+    from bayessky.infer._model import FlatPotential, TracedPotential
+
+    path = Path(__file__).resolve().parents[1] / "inference" / "cmb_lensing.py"
+    spec = importlib.util.spec_from_file_location("cmb_lensing_script", path)
+    cl = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cl)
+    sim = cl.simulate(n_side=16, seed=0)
+    pot = FlatPotential(cl.model, (torch.as_tensor(sim["data"], dtype=torch.float32),), num_chains=2)
+    traced = TracedPotential(pot)
+    z = pot.initial[:2].clone()
+    x = z.clone().requires_grad_(True)
+    (g_eager,) = torch.autograd.grad(pot(x).sum(), x)
+    for _ in range(4):
+        x = z.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(traced(x).sum(), x)
+        torch.testing.assert_close(g, g_eager, rtol=1e-4, atol=1e-3 * float(g_eager.abs().max()))
+    assert not traced.eager

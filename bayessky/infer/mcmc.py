@@ -132,7 +132,12 @@ def _run_pyro(kind, model, args, kwargs, *, num_samples, warmup_steps, num_chain
                                             init_strategy=init_fn)
     mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=num_chains,
                 initial_params=initial, disable_progbar=not progress_bar, mp_context=mp_context)
-    mcmc.run(*args, **kwargs)
+    # Pyro's jit_compile replays a torch.jit.trace; TorchScript's optimising executor can replace
+    # its gradients after the first runs (wrong for the CMB-lensing model, see
+    # _model.TracedPotential), so traces run unoptimised here too. The flag is process state:
+    # chains in spawned worker processes do not see it.
+    with torch.jit.optimized_execution(False):
+        mcmc.run(*args, **kwargs)
     samples = mcmc.get_samples(group_by_chain=True)
     # MCMC.diagnostics() also computes split R-hat over every site, which asserts >= 4 draws
     # (pyro.ops.stats.split_gelman_rubin) and is not needed here: read the kernels' own
