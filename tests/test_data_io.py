@@ -87,3 +87,17 @@ def test_empty_arrays_refused(tmp_path, shape):
     msg = _err(ValueError, lambda: load_maps(path, name="--data"))
     assert msg.startswith("--data:") and "empty" in msg and "empty.npy" in msg
     assert _err(ValueError, lambda: check_map_array(np.ones(shape), "maps")).startswith("maps: empty")
+
+
+def test_boundary_messages_name_the_argument(tmp_path):
+    # a non-zip .npz used to be reported as "holds Python objects; refusing to unpickle"
+    (tmp_path / "text.npz").write_bytes(b"hello")
+    msg = _err(ValueError, lambda: load_maps(tmp_path / "text.npz"))
+    assert msg.startswith("data:") and "not a zip" in msg and "unpickle" not in msg, msg
+    msg = _err(TypeError, lambda: load_maps(None))
+    assert msg.startswith("data:") and "NoneType" in msg, msg
+    m = np.ones(hp.nside2npix(4))
+    m[3] = np.inf
+    hp.write_map(tmp_path / "inf.fits", m, overwrite=True, dtype=np.float64)
+    msg = _err(ValueError, lambda: load_healpix(tmp_path / "inf.fits"))
+    assert msg.startswith("data:") and "0 NaN and 1 inf" in msg, msg

@@ -202,3 +202,45 @@ def test_validation_and_dtype():
     assert torch.allclose(grf.log_prob(x), ref, atol=1e-4)
     assert isinstance(grf, dist.TorchDistribution)
     assert math.isclose(float(grf.variance[0, 0]), 1.0)
+
+
+# -- boundary checks: one-line errors that name the argument ----------------------------------
+def _refused(exc: type, name: str, fn) -> str:
+    with pytest.raises(exc) as err:
+        fn()
+    msg = str(err.value)
+    assert msg.startswith(f"{name}:") and "\n" not in msg, msg
+    return msg
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), 0.0, -1.0])
+def test_bad_spectrum_refused_in_one_line(bad):
+    s = torch.ones(4, 4, dtype=torch.float64)
+    s[0, 0] = bad  # S(0) is its own mirror: the symmetry check cannot catch it first
+    msg = _refused(ValueError, "spectrum", lambda: GaussianRandomField(s, validate_args=True))
+    assert ("inf" in msg) if bad == float("inf") else True
+    # the default with validation on gives the same one-liner, not torch's tensor dump
+    with pyro.validation_enabled(True):
+        _refused(ValueError, "spectrum", lambda: GaussianRandomField(s))
+    # validate_args=False still skips every O(map) check
+    GaussianRandomField(s, validate_args=False)
+
+
+def test_log_prob_value_conversion_and_checks():
+    grf = GaussianRandomField(torch.ones(4, 4, dtype=torch.float64))
+    x = np.zeros((4, 4))
+    assert torch.allclose(grf.log_prob(x), grf.log_prob(torch.zeros(4, 4, dtype=torch.float64)))
+    assert torch.isfinite(grf.log_prob(x.tolist()))
+    _refused(TypeError, "value", lambda: grf.log_prob("x"))
+    _refused(ValueError, "value", lambda: grf.log_prob(torch.zeros(4, 5)))
+    _refused(ValueError, "value", lambda: grf.log_prob(torch.full((4, 4), float("nan"))))
+    batched = GaussianRandomField(torch.ones(3, 4, 4))
+    _refused(ValueError, "value", lambda: batched.log_prob(torch.zeros(2, 4, 4)))
+
+
+def test_from_cl_arguments_checked():
+    geo = FlatGeometry(8, 1.0, unit="pixel")
+    _refused(TypeError, "geometry", lambda: GaussianRandomField.from_cl(np.ones(10), None))
+    _refused(ValueError, "cl", lambda: GaussianRandomField.from_cl(np.ones(0), geo))
+    _refused(ValueError, "cl", lambda: GaussianRandomField.from_cl(np.full(100, np.nan), geo))
+    _refused(ValueError, "cl", lambda: GaussianRandomField.from_cl(lambda k: k * float("nan"), geo))

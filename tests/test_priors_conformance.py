@@ -520,3 +520,54 @@ def test_temperature_must_be_positive_and_finite(kind_, temperature):
     if kind_ in FLOWS:
         _one_line_value_error(lambda: prior.distribution(ctx, temperature=temperature), "temperature:")
     _one_line_value_error(lambda: prior.generate(2, ctx, temperature=temperature), "temperature:")
+
+
+# -- load_prior / generate / decode boundary checks -----------------------------------------------
+def _refused(exc: type, name: str, fn) -> str:
+    with pytest.raises(exc) as err:
+        fn()
+    msg = str(err.value)
+    assert msg.startswith(f"{name}:") and "\n" not in msg, msg
+    return msg
+
+
+@pytest.mark.parametrize("arg, exc, name", [
+    ({"dtype": torch.int32}, TypeError, "dtype"),
+    ({"dtype": "float"}, TypeError, "dtype"),
+    ({"device": "gpu"}, ValueError, "device"),
+    pytest.param({"device": "cuda"}, ValueError, "device",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")),
+])
+def test_load_prior_device_and_dtype_checked(tmp_path, arg, exc, name):
+    folder = save_prior(make_prior("gan"), tmp_path / "p")
+    _refused(exc, name, lambda: load_prior(folder, **arg))
+    _refused(exc, name, lambda: bayessky.load_prior(folder, **arg))
+    # the same checks guard .to()
+    _refused(exc, name, lambda: make_prior("gan").to(**arg))
+
+
+@pytest.mark.parametrize("arg, exc", [("", ValueError), ("  ", ValueError), (None, TypeError),
+                                      (123, TypeError)])
+def test_load_prior_name_checked(tmp_path, monkeypatch, arg, exc):
+    # '' used to resolve to the current folder and report a missing card.json
+    save_prior(make_prior("gan"), tmp_path)
+    monkeypatch.chdir(tmp_path)
+    _refused(exc, "name_or_path", lambda: bayessky.load_prior(arg))
+
+
+@pytest.mark.parametrize("kind_", ["cglow", "gan", "vae-flow"])
+@pytest.mark.parametrize("n, exc", [(0, ValueError), (-1, ValueError), (2.7, ValueError), ("2", TypeError)])
+def test_generate_count_checked(kind_, n, exc):
+    prior = make_prior(kind_)
+    ctx = {"Omega_m": 0.3, "sigma_8": 0.8} if prior.context_names else None
+    _refused(exc, "n", lambda: prior.generate(n, ctx))
+    assert prior.generate(2.0, ctx).shape[0] == 2  # an integral float is a count
+
+
+def test_latent_decode_and_noise_checked():
+    prior = make_prior("gan")
+    _refused(ValueError, "z", lambda: prior.decode(torch.full((4,), float("nan"), dtype=torch.float64)))
+    _refused(ValueError, "z", lambda: prior.decode(torch.tensor(0.0, dtype=torch.float64)))
+    _refused(TypeError, "z", lambda: prior.decode("abc"))
+    assert prior.decode(np.zeros(4)).shape == (8, 8)
+    _refused(ValueError, "noise", lambda: LatentVariablePrior(prior.net, prior.card, noise=float("inf")))

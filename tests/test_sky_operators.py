@@ -228,3 +228,61 @@ def test_errors_name_the_argument():
         apodize(torch.ones(8, 8), 2.0, kind="gauss")
     with pytest.raises(ValueError, match="geometry"):
         white_noise_level(1.0, FlatGeometry(8, 1.0, unit="Mpc/h"))
+
+
+def _refused(exc: type, name: str, fn) -> str:
+    with pytest.raises(exc) as err:
+        fn()
+    msg = str(err.value)
+    assert msg.startswith(f"{name}:") and "\n" not in msg, msg
+    return msg
+
+
+def test_convolve_and_apply_beam_boundary_checks():
+    g = FlatGeometry(8, 1.0)
+    _refused(ValueError, "transfer", lambda: convolve(torch.zeros(8, 8), torch.full((8, 8), float("nan"))))
+    _refused(ValueError, "transfer",
+             lambda: convolve(torch.zeros(8, 8), torch.full((8, 8), complex(1.0, float("inf")))))
+    _refused(ValueError, "transfer", lambda: convolve(torch.zeros(3, 8, 8), torch.ones(2, 8, 8)))
+    _refused(TypeError, "transfer", lambda: convolve(torch.zeros(8, 8), "x"))
+    _refused(TypeError, "geometry", lambda: apply_beam(torch.zeros(8, 8), None, 2.0))
+    assert apply_beam(torch.zeros(8, 8), g, 2.0).shape == (8, 8)
+
+
+def test_mask_builders_boundary_checks():
+    _refused(ValueError, "centres", lambda: disc_mask(8, [[float("nan"), 3.0]], 2))
+    _refused(ValueError, "centres", lambda: disc_mask(8, [1, 2, 3], 2))
+    _refused(ValueError, "radii", lambda: disc_mask(8, [[3, 3], [1, 1]], [1, 2, 3]))
+    _refused(ValueError, "grid", lambda: disc_mask(0, [[3, 3]], 1))
+    _refused(TypeError, "grid", lambda: disc_mask("8", [[3, 3]], 1))
+    _refused(ValueError, "n_sources", lambda: point_source_mask(8, n_sources=2.5))
+    _refused(ValueError, "n_sources", lambda: point_source_mask(8, n_sources=10**12))
+    _refused(ValueError, "width", lambda: strip_mask(8, float("nan")))
+    _refused(ValueError, "position", lambda: strip_mask(8, 2, position=float("nan")))
+
+
+@pytest.mark.parametrize("periodic", [True, False])
+def test_huge_disc_radius_is_clipped_and_masks_everything(periodic):
+    # 1e6 px used to allocate a (2e6+1)^2 grid (29 TiB); a disc that large covers the whole map
+    assert float(disc_mask(8, [[3.0, 3.0]], 1e6, periodic=periodic).sum()) == 0.0
+    assert float(disc_mask((8, 6), [[3.0, 3.0]], 1e9, periodic=periodic).sum()) == 0.0
+    # clipping keeps finite radii exact: compare with the brute force at a radius just below clipping
+    ref = disc_mask(16, [[2.0, 5.0]], 9.5, periodic=periodic)
+    yy, xx = np.meshgrid(np.arange(16), np.arange(16), indexing="ij")
+    dy, dx = yy - 2.0, xx - 5.0
+    if periodic:
+        dy, dx = (dy + 8) % 16 - 8, (dx + 8) % 16 - 8
+    np.testing.assert_array_equal(ref.numpy(), (dy**2 + dx**2 > 9.5**2).astype(float))
+
+
+def test_apodize_mask_range_and_kind_checked():
+    _refused(ValueError, "mask", lambda: apodize(torch.full((8, 8), 5.0), 2))
+    _refused(ValueError, "mask", lambda: apodize(torch.full((8, 8), -3.0), 2))
+    _refused(TypeError, "kind", lambda: apodize(torch.ones(8, 8), 2, kind=3))
+
+
+def test_white_noise_shape_checked():
+    _refused(TypeError, "shape", lambda: white_noise(8))
+    _refused(ValueError, "shape", lambda: white_noise((-8, 8)))
+    _refused(ValueError, "sigma", lambda: white_noise((8, 8), torch.ones(3)))
+    assert white_noise((2, 8, 8), torch.ones(8, 1)).shape == (2, 8, 8)

@@ -22,6 +22,8 @@ _FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
 
 
 def _exists(path, name: str) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name}: expected a file path, got {type(path).__name__} {path!r}")
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{name}: no such file {path!r}")
@@ -38,6 +40,7 @@ def check_map_array(
 
     Works in chunks along the first axis so memory-mapped stacks are never loaded whole.
     """
+    ndim = (ndim,) if isinstance(ndim, (int, np.integer)) else tuple(ndim)  # ndim=2 means (2,)
     if arr.dtype.kind not in "fiu":
         raise ValueError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
     if arr.ndim not in tuple(ndim):
@@ -82,6 +85,10 @@ def _load_npy(path: str, name: str, mmap: bool) -> np.ndarray:
 
 
 def _load_npz(path: str, key: str | None, name: str) -> np.ndarray:
+    # A file that is not a zip archive falls through np.load's format sniffing to the pickle
+    # branch, whose "allow_pickle=False" error would be misreported below as Python objects.
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{name}: cannot read {path!r} as .npz (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = list(z.files)
@@ -188,5 +195,6 @@ def load_healpix(path, field: int | Sequence[int] = 0, *, nest: bool = False,
         raise ValueError(f"{name}: cannot read {path!r} as a HEALPix map ({msg})") from None
     m = np.asarray(m, dtype=np.float64)
     if not np.isfinite(m).all():
-        raise ValueError(f"{name}: HEALPix map {path!r} contains {int(np.isnan(m).sum())} NaN values")
+        raise ValueError(f"{name}: HEALPix map {path!r} contains {int(np.isnan(m).sum())} NaN and "
+                         f"{int(np.isinf(m).sum())} inf values")
     return m

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pyro
@@ -9,6 +10,7 @@ import pyro.distributions as dist
 import torch
 from torch.distributions.transforms import Transform
 
+from .._validate import as_tensor, check_finite
 from .flow import FlowDistribution, _as_transform, _first_param
 
 __all__ = ["LatentPrior"]
@@ -64,7 +66,9 @@ class LatentPrior:
             raise ValueError(f"latent_dim: must be >= 1, got {latent_dim}")
         self.latent_flow = latent_flow
         self.transform = _as_transform(transform)
-        if not (isinstance(noise, bool) or (isinstance(noise, (int, float)) and noise > 0)):
+        # inf would pass "> 0" and turn every decoded map into inf/NaN
+        if not (isinstance(noise, bool) or (isinstance(noise, (int, float)) and math.isfinite(noise)
+                                            and noise > 0)):
             raise ValueError(f"noise: expected True, False or a positive sigma, got {noise!r}")
         self.noise = noise
 
@@ -99,7 +103,10 @@ class LatentPrior:
     # -- the map ----------------------------------------------------------------------------
     def decode_net(self, z: torch.Tensor) -> torch.Tensor:
         """G(z) in network space: (..., C, H, W) for z of shape (..., latent_dim)."""
-        if z.shape[-1] != self.latent_dim:
+        if not isinstance(z, torch.Tensor):
+            like = self._like()
+            z = as_tensor(z, "z", dtype=like.dtype, device=like.device)
+        if z.ndim < 1 or z.shape[-1] != self.latent_dim:
             raise ValueError(f"z: expected trailing dimension {self.latent_dim}, got shape {tuple(z.shape)}")
         lead = z.shape[:-1]
         y = self.decoder(z.reshape(-1, self.latent_dim))
@@ -112,6 +119,12 @@ class LatentPrior:
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Maps in user units, (..., H, W) or (..., C, H, W), for latents (..., latent_dim)."""
+        # Checked here, the user-facing call, and not in decode_net: inside HMC a NaN latent is
+        # a divergence for the sampler to reject, not an error. O(latent_dim), not O(map).
+        if not isinstance(z, torch.Tensor):
+            like = self._like()
+            z = as_tensor(z, "z", dtype=like.dtype, device=like.device)
+        check_finite(z, "z")
         return self.to_user(self.decode_net(z))
 
     def sample(self, name: str, context=None) -> torch.Tensor:

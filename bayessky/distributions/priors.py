@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .._validate import as_tensor
+from ..sky.geometry import _as_count
 from .flow import FlowDistribution, _as_transform, _check_temperature, _first_param, net_context
 from .latent import LatentPrior
 
@@ -68,6 +69,40 @@ def _context_tensor(context, names: list[str] | None, like: torch.Tensor | None)
     return as_tensor(context, "context", like=like)
 
 
+def _check_device(device) -> torch.device | None:
+    """None or a device torch knows and this machine has ('gpu', or 'cuda' without CUDA, would
+    otherwise fail inside ``Module.to`` with torch's own message)."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device: not a torch device, got {device!r} (e.g. 'cpu', 'cuda', 'cuda:0')") \
+            from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} requested but CUDA is not available on this machine")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device: {device!r} requested but MPS is not available on this machine")
+    return dev
+
+
+def _check_dtype(dtype) -> torch.dtype | None:
+    """None or a floating torch dtype (network weights cannot be integers; strings are refused)."""
+    if dtype is None:
+        return None
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype: expected a floating torch dtype such as torch.float32, got {dtype!r}")
+    return dtype
+
+
+def _check_n(n) -> int:
+    """A count of maps >= 1: 2.7 would silently give 2 maps, 0 and -1 fail deep in the network."""
+    n = _as_count(n, "n")
+    if n < 1:
+        raise ValueError(f"n: must be >= 1, got {n}")
+    return n
+
+
 class _PriorBase:
     """Shared bookkeeping: the card, the kind, context names and bounds, device moves."""
 
@@ -102,7 +137,7 @@ class _PriorBase:
 
     def to(self, device=None, dtype=None):
         """Move the network to ``device`` and/or ``dtype`` (floating); returns self."""
-        self.net.to(device=device, dtype=dtype)
+        self.net.to(device=_check_device(device), dtype=_check_dtype(dtype))
         return self
 
     def _context(self, context):
@@ -154,7 +189,7 @@ class FlowPrior(_PriorBase):
     @torch.no_grad()
     def generate(self, n: int, context=None, temperature: float = 1.0) -> torch.Tensor:
         """``n`` maps in user units, shape (n, *batch, *event)."""
-        return self.distribution(context, temperature=temperature).sample((int(n),))
+        return self.distribution(context, temperature=temperature).sample((_check_n(n),))
 
     def __repr__(self) -> str:
         return f"FlowPrior(kind={self.kind!r}, context={self._names})"
@@ -192,19 +227,20 @@ class LatentVariablePrior(LatentPrior, _PriorBase):
 
     def to(self, device=None, dtype=None):
         """Move the whole network (decoder, latent flow, critic/encoder) to ``device``/``dtype``."""
-        self.net.to(device=device, dtype=dtype)
+        self.net.to(device=_check_device(device), dtype=_check_dtype(dtype))
         return self
 
     @torch.no_grad()
     def generate(self, n: int, context=None, temperature: float = 1.0) -> torch.Tensor:
         """``n`` maps in user units from the prior: z ~ p(z) (scaled by ``temperature``), x = decode(z)."""
+        n = _check_n(n)
         temperature = _check_temperature(temperature)
         c = self._context(context)
         if self.latent_flow is not None:
-            z = FlowDistribution(self.latent_flow, c, temperature=temperature).sample((int(n),))
+            z = FlowDistribution(self.latent_flow, c, temperature=temperature).sample((n,))
         else:
             like = self._like()
-            z = temperature * torch.randn(int(n), self.latent_dim, dtype=like.dtype, device=like.device)
+            z = temperature * torch.randn(n, self.latent_dim, dtype=like.dtype, device=like.device)
         return self.decode(z)
 
     def __repr__(self) -> str:
@@ -226,6 +262,12 @@ def _search_roots() -> list[Path]:
 def resolve_prior(name_or_path: str | os.PathLike) -> Path:
     """The folder of a prior: an existing path, else ``<root>/<name>`` for the search roots
     ``$BAYESSKY_MODELS`` (``os.pathsep``-separated), the repository's ``models/``, ``./models``."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"name_or_path: expected a prior name or a folder path, got "
+                        f"{type(name_or_path).__name__} {name_or_path!r}")
+    # Path('') is '.', which would load the current folder and blame a missing card.json
+    if not os.fspath(name_or_path).strip():
+        raise ValueError("name_or_path: is empty; give a prior name (e.g. 'hi-cglow-32') or a folder")
     p = Path(name_or_path).expanduser()
     if p.is_dir():
         return p
@@ -284,6 +326,9 @@ def load_prior(name_or_path: str | os.PathLike, device=None, dtype: torch.dtype 
         A :class:`FlowPrior` (kinds glow, cglow, maf) or a :class:`LatentVariablePrior` (vae, gan),
         frozen and in eval mode.
     """
+    # checked before the (slow) read so a typo fails at once, with torch's errors turned into ours
+    device = _check_device(device)
+    dtype = _check_dtype(dtype)
     folder = resolve_prior(name_or_path)
     net, card = _read(folder)
     if dtype is None:

@@ -22,9 +22,45 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .._validate import check_map, check_positive
+from .._validate import as_tensor, check_finite, check_map, check_positive
 
 __all__ = ["FlatGeometry", "fft2", "ifft2", "rfft2", "irfft2", "ARCMIN", "DEGREE"]
+
+
+def _as_count(value, name: str) -> int:
+    """A whole number (int, numpy int, or an integral float such as 16.0).
+
+    ``int()`` alone would truncate 8.7 to 8, read the string '8' as 8 and bools as 0/1, all of
+    which hide a caller's mistake; they are refused here by name.
+    """
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)):
+        raise TypeError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")
+    if isinstance(value, (float, np.floating)) and not (math.isfinite(value) and float(value).is_integer()):
+        raise ValueError(f"{name}: expected a whole number, got {value!r}")
+    return int(value)
+
+
+def _grid_shape(n, name: str, min_side: int = 1) -> tuple[int, int]:
+    """``n`` or ``(ny, nx)`` as a pair of ints >= ``min_side``.
+
+    A string is refused up front: iterating '88' would give (8, 8) and '16' (1, 6).
+    """
+    if isinstance(n, (str, bytes)) or n is None:
+        raise TypeError(f"{name}: expected an int or (ny, nx), got {type(n).__name__} {n!r}")
+    if np.ndim(n) == 0:
+        side = _as_count(n, name)
+        shape = (side, side)
+    else:
+        values = list(n.tolist() if isinstance(n, (np.ndarray, torch.Tensor)) else n)
+        if len(values) != 2:
+            raise ValueError(f"{name}: expected an int or (ny, nx), got {n!r}")
+        shape = (_as_count(values[0], name), _as_count(values[1], name))
+    if min(shape) < min_side:
+        raise ValueError(f"{name}: need at least {min_side} pixel{'s' if min_side > 1 else ''} per side, "
+                         f"got {shape}")
+    return shape
 
 ARCMIN = math.pi / (180.0 * 60.0)  # radians per arcminute
 DEGREE = math.pi / 180.0
@@ -75,15 +111,15 @@ class FlatGeometry:
     """
 
     def __init__(self, n: int | tuple[int, int], pixel_size: float, unit: str = "arcmin"):
-        if isinstance(n, (int, np.integer)):
-            shape = (int(n), int(n))
-        else:
-            shape = tuple(int(v) for v in n)
-            if len(shape) != 2:
-                raise ValueError(f"n: expected an int or (ny, nx), got {n!r}")
-        if min(shape) < 2:
-            raise ValueError(f"n: need at least 2 pixels per side, got {shape}")
-        check_positive(float(pixel_size), "pixel_size")
+        shape = _grid_shape(n, "n", min_side=2)
+        if isinstance(pixel_size, (bool, str, bytes)) or np.ndim(pixel_size) != 0:
+            raise TypeError(f"pixel_size: expected a real number, got {type(pixel_size).__name__} "
+                            f"{pixel_size!r}")
+        try:
+            pixel_size = float(pixel_size)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"pixel_size: expected a real number, got {type(pixel_size).__name__}") from err
+        check_positive(pixel_size, "pixel_size")
         if unit not in _ANGLE_UNITS and unit not in _LENGTH_UNITS:
             known = sorted(list(_ANGLE_UNITS) + list(_LENGTH_UNITS))
             raise ValueError(f"unit: expected one of {known}, got {unit!r}")
@@ -192,20 +228,33 @@ class FlatGeometry:
         Returns:
             Tensor (ny, nx) or (ny, nx//2+1).
         """
+        if not dtype.is_floating_point:
+            raise TypeError(f"dtype: expected a floating dtype, got {dtype}")
         k = self.k_grid(rfft, device=device, dtype=dtype)
         if callable(spectrum):
-            c = torch.as_tensor(spectrum(k), dtype=dtype, device=device)
-        else:
+            c = as_tensor(spectrum(k), "spectrum", dtype=dtype, device=device)
+            # A callable returning (3,) or a scalar would otherwise broadcast into a wrong-shaped
+            # or 0-d "spectrum"; a constant is fine and is spread over the grid.
+            try:
+                c = torch.broadcast_to(c, k.shape)
+            except RuntimeError:
+                raise ValueError(f"spectrum: the callable returned shape {tuple(c.shape)}, expected one "
+                                 f"broadcastable to the |k| grid {tuple(k.shape)}") from None
+        elif isinstance(spectrum, (tuple, list)) and len(spectrum) == 2:
             kk, cc = spectrum
             kk = np.asarray(kk, dtype=float)
             cc = np.asarray(cc, dtype=float)
-            if kk.ndim != 1 or kk.shape != cc.shape:
+            if kk.ndim != 1 or kk.shape != cc.shape or kk.size == 0:
                 raise ValueError(
-                    f"spectrum: expected two 1-D arrays of equal length, got {kk.shape}, {cc.shape}"
+                    f"spectrum: expected two non-empty 1-D arrays of equal length, got {kk.shape}, {cc.shape}"
                 )
+            check_finite(torch.as_tensor(np.stack([kk, cc])), "spectrum")
             c = torch.as_tensor(
                 np.interp(k.cpu().numpy(), kk, cc, left=0.0, right=0.0), dtype=dtype, device=device
             )
+        else:
+            raise TypeError(f"spectrum: expected a callable or a pair (k, C), got {type(spectrum).__name__}")
+        check_finite(c, "spectrum")
         return c / self.pixel_area
 
     def power_spectrum(
@@ -230,6 +279,11 @@ class FlatGeometry:
         xk = fft2(maps)
         if maps2 is not None:
             maps2 = check_map(maps2, "maps2", shape=self.shape).to(dtype=dtype, device=maps.device)
+            try:
+                torch.broadcast_shapes(maps.shape, maps2.shape)
+            except RuntimeError:
+                raise ValueError(f"maps2: batch shape {tuple(maps2.shape[:-2])} does not broadcast with "
+                                 f"maps' {tuple(maps.shape[:-2])}") from None
             p2d = (xk * fft2(maps2).conj()).real
         else:
             p2d = xk.real**2 + xk.imag**2
@@ -237,7 +291,9 @@ class FlatGeometry:
         if not per_mode:
             p2d = p2d * self.pixel_area
         k = self.k_grid(device=maps.device, dtype=dtype)
-        if isinstance(bins, (int, np.integer)):
+        if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
+            if bins < 1:  # 0 would return empty arrays, a negative count a raw linspace error
+                raise ValueError(f"bins: expected at least 1 bin, got {bins}")
             # half a fundamental beyond the grid corner: a relative margin would vanish in float32
             edges = torch.linspace(self.k_fundamental * 0.5, float(k.max()) + 0.5 * self.k_fundamental,
                                    int(bins) + 1, dtype=dtype, device=maps.device)

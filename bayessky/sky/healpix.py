@@ -29,7 +29,8 @@ import healpy as hp
 import numpy as np
 import torch
 
-from .geometry import ARCMIN, FlatGeometry
+from .._validate import check_positive
+from .geometry import ARCMIN, FlatGeometry, _as_count, _grid_shape
 
 __all__ = ["PatchProjection", "cut_patch", "paste_patch", "anafast", "synfast", "synalm"]
 
@@ -38,8 +39,13 @@ _PROJECTIONS = ("gnomonic", "car")
 
 def _to_numpy(x, name: str) -> tuple[np.ndarray, torch.Tensor | None]:
     """Array view of ``x`` plus the tensor it came from (to send results back as a tensor)."""
+    # complex input would lose its imaginary part silently in the float conversion below
     if isinstance(x, torch.Tensor):
+        if x.is_complex():
+            raise TypeError(f"{name}: expected a real map, got dtype {x.dtype}")
         return x.detach().cpu().numpy(), x
+    if np.iscomplexobj(x):
+        raise TypeError(f"{name}: expected a real map, got a complex array")
     try:
         return np.asarray(x, dtype=float), None
     except (TypeError, ValueError) as err:
@@ -57,6 +63,22 @@ def _nside_of(m: np.ndarray, name: str = "hp_map") -> int:
     if m.ndim < 1 or not hp.isnpixok(m.shape[-1]):
         raise ValueError(f"{name}: last axis must be a valid HEALPix pixel count, got shape {m.shape}")
     return hp.npix2nside(m.shape[-1])
+
+
+def _check_lmax(lmax, name: str = "lmax") -> int | None:
+    """None or a whole number >= 0 (healpy fails with an IndexError on a negative lmax)."""
+    if lmax is None:
+        return None
+    lmax = _as_count(lmax, name)
+    if lmax < 0:
+        raise ValueError(f"{name}: must be >= 0, got {lmax}")
+    return lmax
+
+
+def _check_finite_map(m: np.ndarray, name: str) -> None:
+    if m.dtype.kind == "f" and not np.isfinite(m).all():
+        raise ValueError(f"{name}: contains {int(np.isnan(m).sum())} NaN and {int(np.isinf(m).sum())} inf "
+                         "values")
 
 
 def _check_nest(nside: int, nest: bool) -> None:
@@ -90,21 +112,34 @@ class PatchProjection:
     projection: str = "gnomonic"
 
     def __post_init__(self):
-        lon, lat = (float(v) for v in self.centre)
+        centre = self.centre
+        if isinstance(centre, (str, bytes)) or np.ndim(centre) != 1 or len(centre) != 2:
+            raise TypeError(f"centre: expected (lon, lat) in degrees, got {type(centre).__name__} {centre!r}")
+        try:
+            lon, lat = (float(v) for v in centre)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"centre: expected two numbers (lon, lat), got {centre!r}") from err
+        # a NaN/inf centre would project every pixel to NaN and cut an all-NaN patch
+        if not (math.isfinite(lon) and math.isfinite(lat)):
+            raise ValueError(f"centre: must be finite, got {centre!r}")
         if not -90.0 <= lat <= 90.0:
             raise ValueError(f"centre: latitude must lie in [-90, 90] deg, got {lat}")
         object.__setattr__(self, "centre", (lon % 360.0, lat))
-        shape = (int(self.shape), int(self.shape)) if np.ndim(self.shape) == 0 else tuple(
-            int(v) for v in self.shape)
-        if len(shape) != 2 or min(shape) < 2:
-            raise ValueError(f"npix: expected an int or (ny, nx), >= 2 pixels a side, got {self.shape!r}")
-        object.__setattr__(self, "shape", shape)
-        if not (math.isfinite(self.pixel_size_arcmin) and self.pixel_size_arcmin > 0):
+        object.__setattr__(self, "shape", _grid_shape(self.shape, "npix", min_side=2))
+        size = self.pixel_size_arcmin
+        if isinstance(size, (bool, str, bytes)) or np.ndim(size) != 0:
+            raise TypeError(f"pixel_size_arcmin: expected a number, got {type(size).__name__} {size!r}")
+        try:
+            size = float(size)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"pixel_size_arcmin: expected a number, got {type(size).__name__}") from err
+        if not (math.isfinite(size) and size > 0):
             raise ValueError(f"pixel_size_arcmin: must be > 0, got {self.pixel_size_arcmin!r}")
+        object.__setattr__(self, "pixel_size_arcmin", size)
         if self.projection not in _PROJECTIONS:
             raise ValueError(f"projection: expected one of {_PROJECTIONS}, got {self.projection!r}")
         if self.projection == "car":
-            half = 0.5 * (shape[0] - 1) * self.pixel_size_arcmin / 60.0
+            half = 0.5 * (self.shape[0] - 1) * size / 60.0
             if abs(lat) + half > 90.0:
                 raise ValueError(f"npix: a CAR patch at latitude {lat} deg of half-height {half:.3g} deg "
                                  "crosses a pole; use projection='gnomonic'")
@@ -205,7 +240,7 @@ def cut_patch(
     m, like = _to_numpy(hp_map, "hp_map")
     nside = _nside_of(m)
     _check_nest(nside, nest)
-    proj = PatchProjection(tuple(centre), npix, float(pixel_size_arcmin), projection)
+    proj = PatchProjection(centre, npix, pixel_size_arcmin, projection)
     lon, lat = proj.lonlat()
     if interpolation == "bilinear":
         pix, w = hp.get_interp_weights(nside, lon.ravel(), lat.ravel(), nest=nest, lonlat=True)
@@ -267,8 +302,10 @@ def paste_patch(target, patch, projection: PatchProjection, nest: bool = False, 
         raise TypeError(f"projection: expected a PatchProjection, got {type(projection).__name__}")
     if p.shape[-2:] != projection.shape:
         raise ValueError(f"patch: expected trailing shape {projection.shape}, got shape {p.shape}")
-    if isinstance(target, (int, np.integer)):
-        nside = int(target)
+    # NaN/inf would be written into the sky map (and interpolated into neighbouring pixels)
+    _check_finite_map(p, "patch")
+    if np.ndim(target) == 0:  # a scalar is an Nside: 16.0 is 16, True or '16' are refused
+        nside = _as_count(target, "target")
         if not hp.isnsideok(nside):
             raise ValueError(f"target: not a valid Nside, got {nside}")
         out = np.full((*p.shape[:-2], hp.nside2npix(nside)), hp.UNSEEN)
@@ -316,6 +353,11 @@ def anafast(hp_map, lmax: int | None = None, nest: bool = False, iter: int = 3):
     m, like = _to_numpy(hp_map, "hp_map")
     nside = _nside_of(m)
     _check_nest(nside, nest)
+    _check_finite_map(m, "hp_map")  # healpy masks UNSEEN pixels but turns one NaN into NaN C_l
+    lmax = _check_lmax(lmax)
+    iter = _as_count(iter, "iter")
+    if iter < 0:
+        raise ValueError(f"iter: must be >= 0, got {iter}")
     if nest:
         m = hp.reorder(m.reshape(-1, m.shape[-1]), n2r=True).reshape(m.shape)
     flat = m.reshape(-1, m.shape[-1])
@@ -333,7 +375,7 @@ def synalm(cl, lmax: int | None = None, seed: int | np.random.Generator | None =
         raise ValueError(f"cl: expected a 1-D array starting at ell = 0, got shape {cl.shape}")
     if (cl < 0).any() or not np.isfinite(cl).all():
         raise ValueError("cl: must be finite and >= 0")
-    lmax = cl.size - 1 if lmax is None else int(lmax)
+    lmax = cl.size - 1 if lmax is None else _check_lmax(lmax)
     cl = np.pad(cl, (0, max(0, lmax + 1 - cl.size)))[: lmax + 1]
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     ell, m = hp.Alm.getlm(lmax)
@@ -364,12 +406,15 @@ def synfast(
     Returns:
         Map (npix,) in RING ordering, or NESTED with ``nest=True``.
     """
-    nside = int(nside)
+    nside = _as_count(nside, "nside")  # int() would turn 16.7 into 16 and read '16'
     if not hp.isnsideok(nside):
         raise ValueError(f"nside: not a valid Nside, got {nside}")
     _check_nest(nside, nest)
+    # a negative FWHM acts like the positive one in healpy and NaN fills the map with NaN
+    check_positive(fwhm_arcmin, "fwhm_arcmin", strict=False)
     cl = np.asarray(cl, dtype=float)
-    lmax = min(cl.size - 1, 3 * nside - 1) if lmax is None else int(lmax)
+    lmax = _check_lmax(lmax)
+    lmax = min(cl.size - 1, 3 * nside - 1) if lmax is None else lmax
     alm = synalm(cl, lmax, seed)
     if pixwin:
         try:

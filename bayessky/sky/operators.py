@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .._validate import as_tensor, check_map, check_positive, check_range
-from .geometry import ARCMIN, FlatGeometry, fft2, ifft2, irfft2, rfft2
+from .._validate import as_tensor, check_finite, check_map, check_mask, check_positive, check_range
+from .geometry import ARCMIN, FlatGeometry, _as_count, _grid_shape, fft2, ifft2, irfft2, rfft2
 
 __all__ = [
     "gaussian_beam",
@@ -133,13 +133,26 @@ def convolve(maps: torch.Tensor, transfer: torch.Tensor) -> torch.Tensor:
     if not maps.is_floating_point():
         maps = maps.to(torch.get_default_dtype())
     if not isinstance(transfer, torch.Tensor):
-        transfer = torch.as_tensor(np.asarray(transfer))
+        try:
+            transfer = torch.as_tensor(np.asarray(transfer))
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"transfer: expected an array or tensor, got {type(transfer).__name__}") from err
+    if not (transfer.is_floating_point() or transfer.is_complex()):
+        if transfer.dtype not in (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64):
+            raise TypeError(f"transfer: expected a numeric array, got dtype {transfer.dtype}")
     transfer = transfer.to(maps.device)
     if not transfer.is_complex():
         transfer = transfer.to(maps.dtype)
     ny, nx = maps.shape[-2:]
     if transfer.ndim < 2:
         raise ValueError(f"transfer: expected at least 2 dimensions, got shape {tuple(transfer.shape)}")
+    # A NaN/inf mode spreads to every pixel of the output through the inverse FFT.
+    check_finite(torch.view_as_real(transfer) if transfer.is_complex() else transfer, "transfer")
+    try:
+        torch.broadcast_shapes(maps.shape[:-2], transfer.shape[:-2])
+    except RuntimeError:
+        raise ValueError(f"transfer: batch shape {tuple(transfer.shape[:-2])} does not broadcast with "
+                         f"maps' {tuple(maps.shape[:-2])}") from None
     if transfer.shape[-2:] == (ny, nx):
         out = ifft2(fft2(maps) * transfer)
         # A real transfer on the full grid may still be non-Hermitian; the real part is the
@@ -156,6 +169,7 @@ def convolve(maps: torch.Tensor, transfer: torch.Tensor) -> torch.Tensor:
 
 def apply_beam(maps: torch.Tensor, geometry: FlatGeometry, fwhm_arcmin: float | torch.Tensor) -> torch.Tensor:
     """Smooth maps (..., ny, nx) with a Gaussian beam of FWHM in arcmin; see :func:`gaussian_beam`."""
+    geometry = _sky(geometry)
     maps = check_map(maps, "maps", shape=geometry.shape)
     dtype = maps.dtype if maps.is_floating_point() else torch.get_default_dtype()
     b = gaussian_beam(geometry, fwhm_arcmin, rfft=True, device=maps.device, dtype=dtype)
@@ -166,17 +180,15 @@ def apply_beam(maps: torch.Tensor, geometry: FlatGeometry, fwhm_arcmin: float | 
 def _shape_of(grid) -> tuple[int, int]:
     if isinstance(grid, FlatGeometry):
         return grid.shape
-    if isinstance(grid, (int, np.integer)):
-        return (int(grid), int(grid))
-    shape = tuple(int(v) for v in grid)
-    if len(shape) != 2 or min(shape) < 1:
-        raise ValueError(f"grid: expected a FlatGeometry, an int or (ny, nx), got {grid!r}")
-    return shape
+    return _grid_shape(grid, "grid", min_side=1)
 
 
 def _pixels(value, grid, unit: str, name: str) -> np.ndarray:
     """Convert a length to pixels; ``unit`` is ``"pixel"`` or the geometry's own unit."""
-    value = np.asarray(value, dtype=float)
+    try:
+        value = np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__} {value!r}") from err
     if unit == "pixel":
         return value
     if not isinstance(grid, FlatGeometry):
@@ -211,8 +223,20 @@ def disc_mask(
         Tensor (ny, nx) of 0/1, 1 = observed.
     """
     ny, nx = _shape_of(grid)
-    centres = np.asarray(centres, dtype=float).reshape(-1, 2)
-    radii = np.broadcast_to(np.asarray(radii, dtype=float), (len(centres),)).copy()
+    try:
+        centres = np.asarray(centres, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"centres: expected an (n, 2) array of (row, col), got {type(centres).__name__}") \
+            from err
+    if centres.ndim not in (1, 2) or centres.shape[-1] != 2:
+        raise ValueError(f"centres: expected (n, 2) (row, col) pairs or one pair, got shape {centres.shape}")
+    centres = centres.reshape(-1, 2)
+    check_finite(torch.as_tensor(centres), "centres")
+    try:
+        radii = np.broadcast_to(np.asarray(radii, dtype=float), (len(centres),)).copy()
+    except (TypeError, ValueError):
+        raise ValueError(f"radii: expected a scalar or {len(centres)} values (one per centre), got "
+                         f"shape {np.shape(radii)}") from None
     check_positive(radii, "radii", strict=False)
     keep = np.ones((ny, nx), dtype=bool)
     for (cy, cx), r in zip(centres, radii):
@@ -221,12 +245,20 @@ def disc_mask(
 
 
 def _disc_pixels(shape, cy, cx, r, periodic):
-    """Flat indices of pixels whose centre lies within r of (cy, cx): work ~ r^2, not the map size."""
+    """Flat indices of pixels whose centre lies within r of (cy, cx): work ~ r^2, not the map size.
+
+    A radius beyond the map is clipped (a hole that large simply masks everything it can reach,
+    which is what the caller asked for) so the work never exceeds a few map sizes.
+    """
     ny, nx = shape
-    i = np.arange(math.floor(cy - r), math.ceil(cy + r) + 1)
-    j = np.arange(math.floor(cx - r), math.ceil(cx + r) + 1)
-    if not periodic:
-        i, j = i[(i >= 0) & (i < ny)], j[(j >= 0) & (j < nx)]
+    if periodic:
+        # every pixel of the torus lies within hypot(ny, nx) / 2 of any point, so this is exact
+        r = min(r, math.hypot(ny, nx))
+        i = np.arange(math.floor(cy - r), math.ceil(cy + r) + 1)
+        j = np.arange(math.floor(cx - r), math.ceil(cx + r) + 1)
+    else:
+        i = np.arange(max(math.floor(cy - r), 0), min(math.ceil(cy + r), ny - 1) + 1)
+        j = np.arange(max(math.floor(cx - r), 0), min(math.ceil(cx + r), nx - 1) + 1)
     # Unwrapped offsets: any periodic image within r counts, as with minimum-image distances.
     ii, jj = np.nonzero((i[:, None] - cy) ** 2 + (j[None, :] - cx) ** 2 <= r * r)
     return np.unique((i[ii] % ny) * nx + j[jj] % nx)
@@ -274,9 +306,12 @@ def point_source_mask(
         return (rng.uniform(0, [ny, nx], size=(k, 2)), rng.uniform(r[0], r[1], size=k))
 
     if n_sources is not None:
-        if int(n_sources) < 0:
-            raise ValueError(f"n_sources: must be >= 0, got {n_sources}")
-        c, rad = draw(int(n_sources))
+        n_sources = _as_count(n_sources, "n_sources")  # 2.5 would silently become 2
+        # more holes than pixels is never a mask anyone means (and 10**12 would exhaust memory)
+        if not 0 <= n_sources <= ny * nx:
+            raise ValueError(f"n_sources: expected between 0 and {ny * nx} (the pixel count), got "
+                             f"{n_sources}; use fraction= to mask a share of the map")
+        c, rad = draw(n_sources)
         return disc_mask((ny, nx), c, rad, periodic=periodic, device=device, dtype=dtype)
     check_range(fraction, "fraction", 0.0, 0.95)
     keep = np.ones((ny, nx), dtype=bool)
@@ -316,12 +351,14 @@ def strip_mask(
     if orientation not in ("vertical", "horizontal"):
         raise ValueError(f"orientation: expected 'vertical' or 'horizontal', got {orientation!r}")
     n = nx if orientation == "vertical" else ny
-    w = int(round(float(_pixels(width, grid, unit, "width"))))
+    w_pix = _pixels(width, grid, unit, "width")
+    if w_pix.ndim != 0 or not math.isfinite(float(w_pix)):
+        raise ValueError(f"width: expected a finite number, got {width!r}")
+    w = int(round(float(w_pix)))
     if not 1 <= w <= n:
         raise ValueError(f"width: expected between 1 and {n} pixels, got {width!r}")
-    if position is None:
-        position = int(_rng(seed).integers(0, n))
-    idx = (int(position) + np.arange(w)) % n
+    position = int(_rng(seed).integers(0, n)) if position is None else _as_count(position, "position")
+    idx = (position + np.arange(w)) % n
     keep = np.ones((ny, nx), dtype=bool)
     if orientation == "vertical":
         keep[:, idx] = False
@@ -359,8 +396,11 @@ def apodize(mask, radius_pixels: float, kind: str = "cosine", *, periodic: bool 
     Returns:
         Tensor with the shape, dtype and device of ``mask``; values in [0, 1].
     """
-    m = check_map(mask, "mask")
+    # the docstring promises [0, 1]: a 5.0 or -3 mask is a weight map or a sign error, not a mask
+    m = check_mask(mask, "mask")
     check_positive(radius_pixels, "radius_pixels")
+    if not isinstance(kind, str):
+        raise TypeError(f"kind: expected 'cosine' (= 'C2') or 'C1', got {type(kind).__name__} {kind!r}")
     kind = kind.lower()
     _taper(np.zeros(1), kind)  # validate kind early
     dtype = m.dtype if m.is_floating_point() else torch.get_default_dtype()
@@ -443,7 +483,20 @@ def white_noise(
         device = device or generator.device
     dtype = dtype or torch.get_default_dtype()
     check_positive(sigma, "sigma", strict=False)
-    z = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    # an int is refused rather than guessed: 8 could mean (8,) (torch) or an 8 x 8 map
+    if isinstance(shape, (str, bytes)) or np.ndim(shape) != 1:
+        raise TypeError(f"shape: expected a tuple of ints such as (ny, nx), got {type(shape).__name__} "
+                        f"{shape!r}")
+    shape = tuple(_as_count(v, "shape") for v in shape)
+    if min(shape, default=0) < 0:
+        raise ValueError(f"shape: sizes must be >= 0, got {shape}")
+    if isinstance(sigma, torch.Tensor):
+        try:
+            torch.broadcast_shapes(shape, sigma.shape)
+        except RuntimeError:
+            raise ValueError(f"sigma: shape {tuple(sigma.shape)} does not broadcast to shape {shape}") \
+                from None
+    z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
     return z * sigma
 
 
