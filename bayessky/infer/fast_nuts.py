@@ -5,9 +5,9 @@ Why a hand-written core instead of ``pyro.infer.NUTS``: Pyro re-traces and repla
 every gradient and builds each chain's tree recursively in Python, one chain at a time, one
 process per chain. On the 64 x 64 Wiener-filter posterior of ``benchmarks/nuts_wiener.py``
 (4 chains x (500 + 500), float32, 2 idle cores, 1 torch thread per process; median-pixel bulk
-ESS/s) Pyro reaches 28 (1 chain), this core 95 in one process and 117 split over two, NumPyro
-100 (chains one after another) and 399 (``chain_method="parallel"``, one XLA device per chain,
-both cores). This module takes a
+ESS/s) Pyro reaches 28 (1 chain), this core 101 in one process and 132 split over two, NumPyro
+133 (chains one after another) and 352 (``chain_method="parallel"``, one XLA device per chain,
+both cores; repeated runs differ by 10-15 %). This module takes a
 *batched* potential ``U(q)``, ``q`` of shape (chains, D), and
 
 * builds the NUTS tree iteratively (NumPyro's checkpointed scheme, no recursion), so the Python
@@ -43,7 +43,7 @@ at 4 chains and 42% at 16 (a transition lasts as long as its longest tree). From
 176) plus ~130 us per chain (79 + 51: unfused elementwise kernels, and the complex-to-complex
 FFT torch's backward of ``rfft2`` runs), which is why splitting 4 chains over two processes gains
 only 1.25x (each still pays the fixed part per leapfrog of its longest tree) while XLA,
-compiling the whole step at ~100 us per chain-step on one core, is 3.5x ahead (2.8x at 16). Compiling the
+compiling the whole step at ~100 us per chain-step on one core, is 2.7x ahead (2.8x at 16). Compiling the
 potential does not help: ``torch.compile(torch.func.grad_and_value(U))`` (12 s to compile) runs
 at 640-660 us per 4-chain call against 620-680 eager, of which the forward and backward FFTs are
 ~190 us. What is left to try: per-chain asynchronous trees instead of lockstep, and fewer,
