@@ -9,7 +9,7 @@ from ._save import maybe_save
 __all__ = ["posterior_maps"]
 
 
-def _np(x):
+def _np(x, name: str = "maps"):
     if x is None:
         return None
     if hasattr(x, "detach"):
@@ -18,8 +18,15 @@ def _np(x):
     if x.ndim == 3 and x.shape[0] == 1:
         x = x[0]
     if x.ndim != 2:
-        raise ValueError(f"maps: expected 2-D maps (or 1 x H x W), got shape {x.shape}")
+        raise ValueError(f"{name}: expected a 2-D map (or 1 x H x W), got shape {x.shape}")
     return x
+
+
+def _check_finite(x, name: str, where=None) -> None:
+    bad = ~np.isfinite(x) if where is None else ~np.isfinite(x) & where
+    if bad.any():
+        extra = " observed" if where is not None else ""
+        raise ValueError(f"{name}: {int(bad.sum())} non-finite values in{extra} pixels")
 
 
 def posterior_maps(mean, std, data=None, truth=None, mask=None, title: str | None = None,
@@ -28,11 +35,21 @@ def posterior_maps(mean, std, data=None, truth=None, mask=None, title: str | Non
 
     Arguments:
         mean, std: posterior mean and standard deviation maps (H, W).
-        data: observed map; masked pixels (mask == 0) are greyed out.
+        data: observed map; masked pixels (mask == 0) are greyed out and left out of the colour
+            range, so they may hold NaN or sentinel values; observed pixels must be finite.
         truth: true map, when known; adds the truth and residual panels.
         mask: 1 = observed, 0 = masked; its boundary is drawn on every panel.
     """
-    mean, std, data, truth, mask = map(_np, (mean, std, data, truth, mask))
+    names = ("mean", "std", "data", "truth", "mask")
+    mean, std, data, truth, mask = (_np(x, n) for x, n in zip((mean, std, data, truth, mask), names))
+    for x, n in zip((std, data, truth, mask), names[1:]):
+        if x is not None and x.shape != mean.shape:
+            raise ValueError(f"{n}: shape {x.shape} does not match mean's {mean.shape}")
+    for x, n in ((mean, "mean"), (std, "std"), (truth, "truth"), (mask, "mask")):
+        if x is not None:
+            _check_finite(x, n)
+    if data is not None:  # masked pixels may hold NaN / sentinels: only observed ones must be finite
+        _check_finite(data, "data", where=None if mask is None else mask >= 0.5)
     panels = []
     if data is not None:
         d = np.ma.masked_where(mask < 0.5, data) if mask is not None else data
@@ -59,7 +76,7 @@ def posterior_maps(mean, std, data=None, truth=None, mask=None, title: str | Non
             kw = dict(vmin=vmin, vmax=vmax)
         cmap_obj = plt.get_cmap(cm).with_extremes(bad="0.7")
         im = ax.imshow(img, origin="lower", cmap=cmap_obj, **kw)
-        if mask is not None and 0 < mask.min() + 1 and (mask < 0.5).any():
+        if mask is not None and (mask < 0.5).any() and (mask >= 0.5).any():
             ax.contour(mask, levels=[0.5], colors="w", linewidths=0.6)
         ax.set_title(name)
         ax.set_xticks([])
