@@ -209,3 +209,32 @@ def test_set_values_parse_like_python_and_json_booleans():
     got = parse_sets(["a=1", "b=[1, 2]", "c=name", "d=false", "e=True", "f='x'", "g=TRUE"])
     # "false" must not survive as the (truthy) string "false"
     assert got == {"a": 1, "b": [1, 2], "c": "name", "d": False, "e": True, "f": "x", "g": True}
+
+
+COARSE = """
+import pyro, pyro.distributions as dist, torch
+DEFAULTS = {"engine": "map", "steps": 300, "init_strategy": "map"}
+MAP_SITE = "phi"
+
+def model(data):
+    # the map site is a 4 x 4 field seen through 2 x 2 block copies: data and map differ in shape
+    phi = pyro.sample("phi", dist.Normal(torch.zeros(4, 4, dtype=data.dtype), 1.0).to_event(2))
+    up = phi.repeat_interleave(2, -2).repeat_interleave(2, -1)
+    pyro.sample("obs", dist.Normal(up, 1.0).to_event(2), obs=data)
+"""
+
+
+def test_map_site_of_another_shape_than_the_data(tmp_path):
+    # script defaults that start NUTS at the MAP must also run with the MAP engine, and the
+    # maps figure must not pair the (8, 8) data with the (4, 4) map
+    rng = np.random.default_rng(5)
+    data = rng.normal(size=(8, 8))
+    np.save(tmp_path / "d.npy", data)
+    out = tmp_path / "out"
+    assert main(["run", _script(tmp_path, COARSE), "--data", str(tmp_path / "d.npy"),
+                 "--out", str(out)]) == 0
+    mean = np.load(out / "map_mean.npy")
+    # conjugate: phi_ij = (sum of its 4 data pixels) / (4 + 1)
+    expect = data.reshape(4, 2, 4, 2).sum((1, 3)) / 5.0
+    np.testing.assert_allclose(mean, expect, atol=1e-3)
+    assert (out / "maps.png").stat().st_size > 0

@@ -484,3 +484,29 @@ def test_nan_fill_values_under_a_mask_are_accepted():
     mode = infer.map(model_masked, data, mask).posterior["mu"].values.item()
     # conjugate mode over the 3 observed values
     assert mode == pytest.approx(1.3 / SIGMA**2 / (1 + 3 / SIGMA**2), rel=1e-6)
+
+
+def _normal_mean_model(data):
+    mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    pyro.sample("obs", dist.Normal(mu, 1.0).expand(data.shape).to_event(1), obs=data)
+
+
+def test_init_at_the_map_for_every_engine():
+    # "map" means: start at the MAP (for the MAP engine: its own default start); emcee then
+    # spreads its walkers in a small ball, as the stretch move needs walkers spanning the space
+    data = torch.linspace(1.0, 3.0, 20)
+    post_mean = float(data.sum() / (20 + 1e-2))
+    post_sd = (20 + 1e-2) ** -0.5
+    m = infer.map(_normal_mean_model, data, init_strategy="map", steps=300, seed=0, progress_bar=False)
+    assert abs(float(m.posterior["mu"].values.squeeze()) - post_mean) < 1e-3
+    e = infer.emcee(_normal_mean_model, data, init_strategy="map", walkers=8, steps=400, seed=0,
+                    progress_bar=False)
+    e_dict = infer.emcee(_normal_mean_model, data, init_strategy={"mu": 0.5}, walkers=8, steps=400,
+                         seed=0, progress_bar=False)
+    for idata in (e, e_dict):
+        draws = idata.posterior["mu"].values
+        assert abs(draws.mean() - post_mean) < 0.25 * post_sd * 4
+        assert abs(draws.std() / post_sd - 1) < 0.3
+    s = infer.svi(_normal_mean_model, data, init_strategy="map", steps=300, num_samples=200, seed=0,
+                  progress_bar=False)
+    assert abs(float(s.posterior["mu"].values.mean()) - post_mean) < 3 * post_sd

@@ -180,8 +180,13 @@ def _write_outputs(out: Path, idata, grid_post, data, mask, module, suffix: str,
         mean, std = draws.mean(0), draws.std(0)
         np.save(out / f"map_mean{suffix}.npy", mean)
         np.save(out / f"map_std{suffix}.npy", std)
-        posterior_maps(_first_channel(mean), _first_channel(std), data=_first_channel(data),
-                       mask=_first_channel(mask),
+        mean1 = _first_channel(mean)
+        # the map site need not be what was observed (cmb_lensing's MAP_SITE is phi, the data are
+        # temperature channels): the data and mask panels are drawn only when they match its shape
+        data1, mask1 = _first_channel(data), _first_channel(mask)
+        posterior_maps(mean1, _first_channel(std),
+                       data=data1 if data1 is not None and data1.shape == mean1.shape else None,
+                       mask=mask1 if mask1 is not None and mask1.shape == mean1.shape else None,
                        out=out / f"maps{suffix}.png")
         written += [out / f"map_mean{suffix}.npy", out / f"map_std{suffix}.npy", out / f"maps{suffix}.png"]
     return summary, written

@@ -44,7 +44,9 @@ def emcee(
         steps: ensemble steps in total, including ``burn`` (default steps // 2) discarded ones.
         thin: keep every ``thin``-th step after burn-in.
         init_strategy: how walkers start (default ``"uniform"``: uniform in (-2, 2) in
-            unconstrained space, independently per walker; see :func:`bayessky.infer.nuts`).
+            unconstrained space, independently per walker; see :func:`bayessky.infer.nuts`). A
+            start shared by all walkers (a dict, ``"map"``) becomes a small ball around it
+            (relative width 1e-3), as the stretch move needs walkers that span the space.
         moves: emcee moves (default: emcee's stretch move).
 
     Returns:
@@ -59,7 +61,7 @@ def emcee(
         raise ValueError(f"emcee: burn must be an integer in [0, steps), got {burn!r}")
     seed = check_seed("emcee", seed)
     with seeded(seed):
-        init_fn = resolve_init("emcee", init_strategy, model, args, model_kwargs)
+        init_fn = resolve_init("emcee", init_strategy, model, args, model_kwargs, seed=seed)
         with explain_data_errors("emcee", model, args):
             probe = FlatPotential(model, args, model_kwargs, num_chains=1, init_strategy=init_fn,
                                   name="emcee")
@@ -87,6 +89,10 @@ def emcee(
         sampler = _emcee.EnsembleSampler(walkers, D, log_prob, vectorize=True, moves=moves)
         sampler.random_state = rng.get_state()
         p0 = pot.initial.detach().double().cpu().numpy()
+        if np.linalg.matrix_rank(p0 - p0.mean(0)) < D:
+            # a single start ("map" or a dict) for every walker: the stretch move needs walkers that
+            # span the space, so start from emcee's usual small ball around that point
+            p0 = p0 + 1e-3 * (1.0 + np.abs(p0)) * rng.standard_normal(p0.shape)
         with explain_data_errors("emcee", model, args):
             sampler.run_mcmc(p0, steps, progress=progress_bar)
         chain = sampler.get_chain(discard=burn, thin=thin)  # (S, W, D)

@@ -24,7 +24,7 @@ from pyro.infer.mcmc.util import initialize_model
 
 from ._checks import check_int, check_positive, check_seed, explain_data_errors, resolve_init
 from ._idata import build_inference_data
-from ._model import BatchEvaluator, FlatPotential, TracedPotential, init_strategy_fn, seeded
+from ._model import BatchEvaluator, FlatPotential, TracedPotential, seeded
 
 __all__ = ["nuts", "hmc"]
 
@@ -97,20 +97,6 @@ def _check_common(name, num_samples, warmup_steps, num_chains, target_accept_pro
             or not (0.0 < float(tap) < 1.0)):
         raise ValueError(f"{name}: target_accept_prob must lie in (0, 1), got {tap!r}")
     return num_samples, warmup_steps, num_chains, check_seed(name, seed)
-
-
-def _resolve_init(name, init_strategy, model, args, kwargs, seed):
-    if isinstance(init_strategy, str) and init_strategy == "map":
-        from ._compat import get_group
-        from .optimize import map as _map
-
-        idata = _map(model, *args, steps=200, seed=seed, progress_bar=False, **kwargs)
-        post = get_group(idata, "posterior")
-        info = BatchEvaluator(model, args, kwargs).info
-        values = {k: torch.as_tensor(post[k].values[0, 0], dtype=info.dtype, device=info.device)
-                  for k in info.latent}
-        return init_strategy_fn(values, f"{name}: init_strategy", info=info)
-    return resolve_init(name, init_strategy, model, args, kwargs)
 
 
 def _warn_divergences(name, diverging):
@@ -212,7 +198,7 @@ def _mcmc(kind, model, args, *, num_samples, warmup_steps, num_chains, target_ac
         raise ValueError(f"{kind}: chain_method is an option of backend='fast'; Pyro's MCMC "
                          "chooses its processes itself (num_chains, mp_context)")
     with seeded(seed):
-        init_fn = _resolve_init(kind, init_strategy, model, args, model_kwargs, seed)
+        init_fn = resolve_init(kind, init_strategy, model, args, model_kwargs, seed=seed)
         with explain_data_errors(kind, model, args):
             samples, stats = _sample(kind, model, args, model_kwargs, num_samples=num_samples,
                                      warmup_steps=warmup_steps, num_chains=num_chains, init_fn=init_fn,

@@ -109,7 +109,8 @@ def svi(
         evaluator = BatchEvaluator(model, args, model_kwargs, name="svi")
         if not evaluator.info.latent:
             raise ValueError("svi: the model has no latent sample sites")
-        init_fn = resolve_init("svi", init_strategy, model, args, model_kwargs, info=evaluator.info)
+        init_fn = resolve_init("svi", init_strategy, model, args, model_kwargs, info=evaluator.info,
+                               seed=seed)
         g = make_guide(model, guide, init_fn=init_fn, rank=rank, init_scale=init_scale)
         with explain_data_errors("svi", model, args):
             losses = fit_guide(model, g, args, model_kwargs, steps=steps, optimizer="adam", lr=lr,
