@@ -7,6 +7,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from _errors import refused
 from _gof import nn_gof
 
 from bayessky.distributions.grf import GaussianRandomField
@@ -205,23 +206,15 @@ def test_validation_and_dtype():
 
 
 # -- boundary checks: one-line errors that name the argument ----------------------------------
-def _refused(exc: type, name: str, fn) -> str:
-    with pytest.raises(exc) as err:
-        fn()
-    msg = str(err.value)
-    assert msg.startswith(f"{name}:") and "\n" not in msg, msg
-    return msg
-
-
 @pytest.mark.parametrize("bad", [float("inf"), float("nan"), 0.0, -1.0])
 def test_bad_spectrum_refused_in_one_line(bad):
     s = torch.ones(4, 4, dtype=torch.float64)
     s[0, 0] = bad  # S(0) is its own mirror: the symmetry check cannot catch it first
-    msg = _refused(ValueError, "spectrum", lambda: GaussianRandomField(s, validate_args=True))
+    msg = refused(ValueError, "spectrum", lambda: GaussianRandomField(s, validate_args=True))
     assert ("inf" in msg) if bad == float("inf") else True
     # the default with validation on gives the same one-liner, not torch's tensor dump
     with pyro.validation_enabled(True):
-        _refused(ValueError, "spectrum", lambda: GaussianRandomField(s))
+        refused(ValueError, "spectrum", lambda: GaussianRandomField(s))
     # validate_args=False still skips every O(map) check
     GaussianRandomField(s, validate_args=False)
 
@@ -231,16 +224,16 @@ def test_log_prob_value_conversion_and_checks():
     x = np.zeros((4, 4))
     assert torch.allclose(grf.log_prob(x), grf.log_prob(torch.zeros(4, 4, dtype=torch.float64)))
     assert torch.isfinite(grf.log_prob(x.tolist()))
-    _refused(TypeError, "value", lambda: grf.log_prob("x"))
-    _refused(ValueError, "value", lambda: grf.log_prob(torch.zeros(4, 5)))
-    _refused(ValueError, "value", lambda: grf.log_prob(torch.full((4, 4), float("nan"))))
+    refused(TypeError, "value", lambda: grf.log_prob("x"))
+    refused(ValueError, "value", lambda: grf.log_prob(torch.zeros(4, 5)))
+    refused(ValueError, "value", lambda: grf.log_prob(torch.full((4, 4), float("nan"))))
     batched = GaussianRandomField(torch.ones(3, 4, 4))
-    _refused(ValueError, "value", lambda: batched.log_prob(torch.zeros(2, 4, 4)))
+    refused(ValueError, "value", lambda: batched.log_prob(torch.zeros(2, 4, 4)))
 
 
 def test_from_cl_arguments_checked():
     geo = FlatGeometry(8, 1.0, unit="pixel")
-    _refused(TypeError, "geometry", lambda: GaussianRandomField.from_cl(np.ones(10), None))
-    _refused(ValueError, "cl", lambda: GaussianRandomField.from_cl(np.ones(0), geo))
-    _refused(ValueError, "cl", lambda: GaussianRandomField.from_cl(np.full(100, np.nan), geo))
-    _refused(ValueError, "cl", lambda: GaussianRandomField.from_cl(lambda k: k * float("nan"), geo))
+    refused(TypeError, "geometry", lambda: GaussianRandomField.from_cl(np.ones(10), None))
+    refused(ValueError, "cl", lambda: GaussianRandomField.from_cl(np.ones(0), geo))
+    refused(ValueError, "cl", lambda: GaussianRandomField.from_cl(np.full(100, np.nan), geo))
+    refused(ValueError, "cl", lambda: GaussianRandomField.from_cl(lambda k: k * float("nan"), geo))

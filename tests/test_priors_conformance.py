@@ -23,6 +23,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from _errors import refused
 from _gof import nn_gof
 from pyro.infer import MCMC, NUTS
 
@@ -523,14 +524,6 @@ def test_temperature_must_be_positive_and_finite(kind_, temperature):
 
 
 # -- load_prior / generate / decode boundary checks -----------------------------------------------
-def _refused(exc: type, name: str, fn) -> str:
-    with pytest.raises(exc) as err:
-        fn()
-    msg = str(err.value)
-    assert msg.startswith(f"{name}:") and "\n" not in msg, msg
-    return msg
-
-
 @pytest.mark.parametrize("arg, exc, name", [
     ({"dtype": torch.int32}, TypeError, "dtype"),
     ({"dtype": "float"}, TypeError, "dtype"),
@@ -540,10 +533,10 @@ def _refused(exc: type, name: str, fn) -> str:
 ])
 def test_load_prior_device_and_dtype_checked(tmp_path, arg, exc, name):
     folder = save_prior(make_prior("gan"), tmp_path / "p")
-    _refused(exc, name, lambda: load_prior(folder, **arg))
-    _refused(exc, name, lambda: bayessky.load_prior(folder, **arg))
+    refused(exc, name, lambda: load_prior(folder, **arg))
+    refused(exc, name, lambda: bayessky.load_prior(folder, **arg))
     # the same checks guard .to()
-    _refused(exc, name, lambda: make_prior("gan").to(**arg))
+    refused(exc, name, lambda: make_prior("gan").to(**arg))
 
 
 @pytest.mark.parametrize("arg, exc", [("", ValueError), ("  ", ValueError), (None, TypeError),
@@ -552,7 +545,7 @@ def test_load_prior_name_checked(tmp_path, monkeypatch, arg, exc):
     # '' used to resolve to the current folder and report a missing card.json
     save_prior(make_prior("gan"), tmp_path)
     monkeypatch.chdir(tmp_path)
-    _refused(exc, "name_or_path", lambda: bayessky.load_prior(arg))
+    refused(exc, "name_or_path", lambda: bayessky.load_prior(arg))
 
 
 @pytest.mark.parametrize("kind_", ["cglow", "gan", "vae-flow"])
@@ -560,14 +553,14 @@ def test_load_prior_name_checked(tmp_path, monkeypatch, arg, exc):
 def test_generate_count_checked(kind_, n, exc):
     prior = make_prior(kind_)
     ctx = {"Omega_m": 0.3, "sigma_8": 0.8} if prior.context_names else None
-    _refused(exc, "n", lambda: prior.generate(n, ctx))
+    refused(exc, "n", lambda: prior.generate(n, ctx))
     assert prior.generate(2.0, ctx).shape[0] == 2  # an integral float is a count
 
 
 def test_latent_decode_and_noise_checked():
     prior = make_prior("gan")
-    _refused(ValueError, "z", lambda: prior.decode(torch.full((4,), float("nan"), dtype=torch.float64)))
-    _refused(ValueError, "z", lambda: prior.decode(torch.tensor(0.0, dtype=torch.float64)))
-    _refused(TypeError, "z", lambda: prior.decode("abc"))
+    refused(ValueError, "z", lambda: prior.decode(torch.full((4,), float("nan"), dtype=torch.float64)))
+    refused(ValueError, "z", lambda: prior.decode(torch.tensor(0.0, dtype=torch.float64)))
+    refused(TypeError, "z", lambda: prior.decode("abc"))
     assert prior.decode(np.zeros(4)).shape == (8, 8)
-    _refused(ValueError, "noise", lambda: LatentVariablePrior(prior.net, prior.card, noise=float("inf")))
+    refused(ValueError, "noise", lambda: LatentVariablePrior(prior.net, prior.card, noise=float("inf")))

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _errors import refused
 
 from bayessky.sky import ARCMIN, FlatGeometry
 
@@ -138,14 +139,6 @@ def test_sky_units_and_convention_constants():
 
 
 # -- boundary checks: one-line errors that name the argument ----------------------------------
-def _refused(exc: type, name: str, fn) -> str:
-    with pytest.raises(exc) as err:
-        fn()
-    msg = str(err.value)
-    assert msg.startswith(f"{name}:") and "\n" not in msg, msg
-    return msg
-
-
 @pytest.mark.parametrize("n, exc", [
     ("88", TypeError),        # iterating the string gave (8, 8)
     ("16", TypeError),        # ... and (1, 6)
@@ -157,22 +150,22 @@ def _refused(exc: type, name: str, fn) -> str:
     (1, ValueError),
 ])
 def test_grid_size_must_be_whole_numbers(n, exc):
-    _refused(exc, "n", lambda: FlatGeometry(n, 1.0))
+    refused(exc, "n", lambda: FlatGeometry(n, 1.0))
 
 
 def test_integral_sizes_and_arrays_still_accepted():
     assert FlatGeometry(16.0, 1.0).shape == (16, 16)
     assert FlatGeometry(np.array([8, 12]), 1.0).shape == (8, 12)
     assert FlatGeometry(np.int64(8), 1.0).shape == (8, 8)
-    _refused(TypeError, "pixel_size", lambda: FlatGeometry(8, None))
-    _refused(TypeError, "pixel_size", lambda: FlatGeometry(8, "2"))
+    refused(TypeError, "pixel_size", lambda: FlatGeometry(8, None))
+    refused(TypeError, "pixel_size", lambda: FlatGeometry(8, "2"))
 
 
 def test_power_spectrum_bins_and_maps2_checked():
     g = FlatGeometry(8, 2.0)
     for bins in (0, -3):
-        _refused(ValueError, "bins", lambda b=bins: g.power_spectrum(torch.zeros(8, 8), bins=b))
-    msg = _refused(ValueError, "maps2",
+        refused(ValueError, "bins", lambda b=bins: g.power_spectrum(torch.zeros(8, 8), bins=b))
+    msg = refused(ValueError, "maps2",
                    lambda: g.power_spectrum(torch.zeros(3, 8, 8), maps2=torch.zeros(2, 8, 8)))
     assert "(2,)" in msg and "(3,)" in msg
     # broadcasting against a single map stays allowed
@@ -181,12 +174,12 @@ def test_power_spectrum_bins_and_maps2_checked():
 
 def test_per_mode_spectrum_refuses_bad_callables_and_inputs():
     g = FlatGeometry(8, 2.0)
-    _refused(ValueError, "spectrum", lambda: g.per_mode_spectrum(lambda k: k * float("nan")))
-    msg = _refused(ValueError, "spectrum", lambda: g.per_mode_spectrum(lambda k: torch.ones(3)))
+    refused(ValueError, "spectrum", lambda: g.per_mode_spectrum(lambda k: k * float("nan")))
+    msg = refused(ValueError, "spectrum", lambda: g.per_mode_spectrum(lambda k: torch.ones(3)))
     assert "(3,)" in msg
-    _refused(ValueError, "spectrum", lambda: g.per_mode_spectrum((np.arange(5.0), np.full(5, np.nan))))
-    _refused(TypeError, "spectrum", lambda: g.per_mode_spectrum(3.0))
-    _refused(TypeError, "dtype", lambda: g.per_mode_spectrum(lambda k: k, dtype=torch.int64))
+    refused(ValueError, "spectrum", lambda: g.per_mode_spectrum((np.arange(5.0), np.full(5, np.nan))))
+    refused(TypeError, "spectrum", lambda: g.per_mode_spectrum(3.0))
+    refused(TypeError, "dtype", lambda: g.per_mode_spectrum(lambda k: k, dtype=torch.int64))
     # a constant callable is spread over the grid instead of coming back 0-d
     s = g.per_mode_spectrum(lambda k: 2.0)
     assert s.shape == (8, 8) and torch.allclose(s, torch.full((8, 8), 2.0 / g.pixel_area, dtype=s.dtype))

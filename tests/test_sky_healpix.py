@@ -6,6 +6,7 @@ import healpy as hp
 import numpy as np
 import pytest
 import torch
+from _errors import refused
 from scipy.signal.windows import tukey
 
 from bayessky.sky import FlatGeometry
@@ -179,14 +180,6 @@ def test_unseen_pixels_are_refused():
 
 
 # -- boundary checks: one-line errors that name the argument ----------------------------------
-def _refused(exc: type, name: str, fn) -> str:
-    with pytest.raises(exc) as err:
-        fn()
-    msg = str(err.value)
-    assert msg.startswith(f"{name}:") and "\n" not in msg, msg
-    return msg
-
-
 _M16 = np.arange(12 * 16**2, dtype=float)
 
 
@@ -199,44 +192,44 @@ _M16 = np.arange(12 * 16**2, dtype=float)
     ("ab", TypeError),
 ])
 def test_cut_patch_centre_checked(centre, exc):
-    _refused(exc, "centre", lambda: cut_patch(_M16, centre, 8, 30.0))
+    refused(exc, "centre", lambda: cut_patch(_M16, centre, 8, 30.0))
 
 
 @pytest.mark.parametrize("npix, exc", [(8.7, ValueError), ("8", TypeError), (None, TypeError),
                                        (True, TypeError), ((8, 1), ValueError)])
 def test_cut_patch_npix_checked(npix, exc):
-    _refused(exc, "npix", lambda: cut_patch(_M16, (0.0, 0.0), npix, 30.0))
+    refused(exc, "npix", lambda: cut_patch(_M16, (0.0, 0.0), npix, 30.0))
 
 
 def test_cut_patch_refuses_complex_and_bad_pixel_size():
     z = torch.complex(torch.ones(3072), 5 * torch.ones(3072))
-    _refused(TypeError, "hp_map", lambda: cut_patch(z, (0.0, 0.0), 8, 30.0))
-    _refused(TypeError, "hp_map", lambda: cut_patch(z.numpy(), (0.0, 0.0), 8, 30.0))
-    _refused(TypeError, "pixel_size_arcmin", lambda: cut_patch(_M16, (0.0, 0.0), 8, "30"))
+    refused(TypeError, "hp_map", lambda: cut_patch(z, (0.0, 0.0), 8, 30.0))
+    refused(TypeError, "hp_map", lambda: cut_patch(z.numpy(), (0.0, 0.0), 8, 30.0))
+    refused(TypeError, "pixel_size_arcmin", lambda: cut_patch(_M16, (0.0, 0.0), 8, "30"))
     # integral floats stay fine, CAR near a pole is still refused by name
     assert cut_patch(_M16, (0.0, 0.0), 8.0, 30.0)[0].shape == (8, 8)
-    _refused(ValueError, "npix", lambda: cut_patch(_M16, (0.0, 89.0), 8, 60.0, projection="car"))
+    refused(ValueError, "npix", lambda: cut_patch(_M16, (0.0, 89.0), 8, 60.0, projection="car"))
 
 
 def test_paste_patch_target_and_patch_checked():
     patch, proj = cut_patch(_M16, (10.0, 20.0), 8, 30.0)
-    _refused(TypeError, "target", lambda: paste_patch(True, patch, proj))  # built an Nside-1 map
-    _refused(TypeError, "target", lambda: paste_patch("16", patch, proj))
-    msg = _refused(ValueError, "patch", lambda: paste_patch(16, np.full((8, 8), np.nan), proj))
+    refused(TypeError, "target", lambda: paste_patch(True, patch, proj))  # built an Nside-1 map
+    refused(TypeError, "target", lambda: paste_patch("16", patch, proj))
+    msg = refused(ValueError, "patch", lambda: paste_patch(16, np.full((8, 8), np.nan), proj))
     assert "64 NaN" in msg
-    _refused(ValueError, "patch", lambda: paste_patch(_M16, np.full((8, 8), np.inf), proj))
+    refused(ValueError, "patch", lambda: paste_patch(_M16, np.full((8, 8), np.inf), proj))
     out, pix = paste_patch(16.0, patch, proj)  # an integral float Nside is an Nside
     assert out.shape == (3072,) and len(pix) > 0
 
 
 def test_synfast_anafast_arguments_checked():
     cl = np.ones(10)
-    _refused(ValueError, "nside", lambda: synfast(cl, 16.7))
-    _refused(TypeError, "nside", lambda: synfast(cl, "16"))
-    _refused(TypeError, "nside", lambda: synfast(cl, None))
-    _refused(ValueError, "lmax", lambda: synfast(cl, 4, lmax=-5))
-    _refused(ValueError, "fwhm_arcmin", lambda: synfast(cl, 4, fwhm_arcmin=float("nan")))
-    _refused(ValueError, "fwhm_arcmin", lambda: synfast(cl, 4, fwhm_arcmin=-500.0))
+    refused(ValueError, "nside", lambda: synfast(cl, 16.7))
+    refused(TypeError, "nside", lambda: synfast(cl, "16"))
+    refused(TypeError, "nside", lambda: synfast(cl, None))
+    refused(ValueError, "lmax", lambda: synfast(cl, 4, lmax=-5))
+    refused(ValueError, "fwhm_arcmin", lambda: synfast(cl, 4, fwhm_arcmin=float("nan")))
+    refused(ValueError, "fwhm_arcmin", lambda: synfast(cl, 4, fwhm_arcmin=-500.0))
     assert synfast(cl, 4.0, seed=0).shape == (192,)
-    _refused(ValueError, "hp_map", lambda: anafast(np.full(3072, np.nan)))
-    _refused(ValueError, "lmax", lambda: anafast(_M16, lmax=-1))
+    refused(ValueError, "hp_map", lambda: anafast(np.full(3072, np.nan)))
+    refused(ValueError, "lmax", lambda: anafast(_M16, lmax=-1))

@@ -6,6 +6,7 @@ import healpy as hp
 import numpy as np
 import pytest
 import torch
+from _errors import refused
 from scipy import ndimage
 
 from bayessky.sky import ARCMIN, FlatGeometry
@@ -230,35 +231,27 @@ def test_errors_name_the_argument():
         white_noise_level(1.0, FlatGeometry(8, 1.0, unit="Mpc/h"))
 
 
-def _refused(exc: type, name: str, fn) -> str:
-    with pytest.raises(exc) as err:
-        fn()
-    msg = str(err.value)
-    assert msg.startswith(f"{name}:") and "\n" not in msg, msg
-    return msg
-
-
 def test_convolve_and_apply_beam_boundary_checks():
     g = FlatGeometry(8, 1.0)
-    _refused(ValueError, "transfer", lambda: convolve(torch.zeros(8, 8), torch.full((8, 8), float("nan"))))
-    _refused(ValueError, "transfer",
+    refused(ValueError, "transfer", lambda: convolve(torch.zeros(8, 8), torch.full((8, 8), float("nan"))))
+    refused(ValueError, "transfer",
              lambda: convolve(torch.zeros(8, 8), torch.full((8, 8), complex(1.0, float("inf")))))
-    _refused(ValueError, "transfer", lambda: convolve(torch.zeros(3, 8, 8), torch.ones(2, 8, 8)))
-    _refused(TypeError, "transfer", lambda: convolve(torch.zeros(8, 8), "x"))
-    _refused(TypeError, "geometry", lambda: apply_beam(torch.zeros(8, 8), None, 2.0))
+    refused(ValueError, "transfer", lambda: convolve(torch.zeros(3, 8, 8), torch.ones(2, 8, 8)))
+    refused(TypeError, "transfer", lambda: convolve(torch.zeros(8, 8), "x"))
+    refused(TypeError, "geometry", lambda: apply_beam(torch.zeros(8, 8), None, 2.0))
     assert apply_beam(torch.zeros(8, 8), g, 2.0).shape == (8, 8)
 
 
 def test_mask_builders_boundary_checks():
-    _refused(ValueError, "centres", lambda: disc_mask(8, [[float("nan"), 3.0]], 2))
-    _refused(ValueError, "centres", lambda: disc_mask(8, [1, 2, 3], 2))
-    _refused(ValueError, "radii", lambda: disc_mask(8, [[3, 3], [1, 1]], [1, 2, 3]))
-    _refused(ValueError, "grid", lambda: disc_mask(0, [[3, 3]], 1))
-    _refused(TypeError, "grid", lambda: disc_mask("8", [[3, 3]], 1))
-    _refused(ValueError, "n_sources", lambda: point_source_mask(8, n_sources=2.5))
-    _refused(ValueError, "n_sources", lambda: point_source_mask(8, n_sources=10**12))
-    _refused(ValueError, "width", lambda: strip_mask(8, float("nan")))
-    _refused(ValueError, "position", lambda: strip_mask(8, 2, position=float("nan")))
+    refused(ValueError, "centres", lambda: disc_mask(8, [[float("nan"), 3.0]], 2))
+    refused(ValueError, "centres", lambda: disc_mask(8, [1, 2, 3], 2))
+    refused(ValueError, "radii", lambda: disc_mask(8, [[3, 3], [1, 1]], [1, 2, 3]))
+    refused(ValueError, "grid", lambda: disc_mask(0, [[3, 3]], 1))
+    refused(TypeError, "grid", lambda: disc_mask("8", [[3, 3]], 1))
+    refused(ValueError, "n_sources", lambda: point_source_mask(8, n_sources=2.5))
+    refused(ValueError, "n_sources", lambda: point_source_mask(8, n_sources=10**12))
+    refused(ValueError, "width", lambda: strip_mask(8, float("nan")))
+    refused(ValueError, "position", lambda: strip_mask(8, 2, position=float("nan")))
 
 
 @pytest.mark.parametrize("periodic", [True, False])
@@ -276,13 +269,13 @@ def test_huge_disc_radius_is_clipped_and_masks_everything(periodic):
 
 
 def test_apodize_mask_range_and_kind_checked():
-    _refused(ValueError, "mask", lambda: apodize(torch.full((8, 8), 5.0), 2))
-    _refused(ValueError, "mask", lambda: apodize(torch.full((8, 8), -3.0), 2))
-    _refused(TypeError, "kind", lambda: apodize(torch.ones(8, 8), 2, kind=3))
+    refused(ValueError, "mask", lambda: apodize(torch.full((8, 8), 5.0), 2))
+    refused(ValueError, "mask", lambda: apodize(torch.full((8, 8), -3.0), 2))
+    refused(TypeError, "kind", lambda: apodize(torch.ones(8, 8), 2, kind=3))
 
 
 def test_white_noise_shape_checked():
-    _refused(TypeError, "shape", lambda: white_noise(8))
-    _refused(ValueError, "shape", lambda: white_noise((-8, 8)))
-    _refused(ValueError, "sigma", lambda: white_noise((8, 8), torch.ones(3)))
+    refused(TypeError, "shape", lambda: white_noise(8))
+    refused(ValueError, "shape", lambda: white_noise((-8, 8)))
+    refused(ValueError, "sigma", lambda: white_noise((8, 8), torch.ones(3)))
     assert white_noise((2, 8, 8), torch.ones(8, 1)).shape == (2, 8, 8)
