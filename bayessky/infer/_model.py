@@ -452,8 +452,8 @@ class TracedPotential:
 
     Why: through a Pyro model, each call of :class:`FlatPotential` re-runs the model under
     ``poutine`` messengers, builds its distribution objects and collects its sites -- about a
-    millisecond of Python per call, measured 2.0 ms against 1.1 ms traced for a 4-chain gradient
-    on the 64 x 64 Wiener model of ``benchmarks/nuts_wiener.py``. A trace records the tensor
+    millisecond of Python per call, measured 1.27 ms against 0.76 ms traced for a 4-chain
+    gradient on the 64 x 64 Wiener model of ``benchmarks/nuts_wiener.py``. A trace records the tensor
     operations once; autograd runs through it as through the eager code. The same contract as
     Pyro's ``jit_compile``: the model must not branch on values nor draw random numbers. Each new
     trace is compared with the eager potential (value and gradient) at a perturbed point, and

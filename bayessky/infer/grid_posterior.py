@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from ._checks import check_positive
 from ._model import BatchEvaluator
 
 __all__ = ["grid", "GridPosterior"]
@@ -240,16 +241,12 @@ def _check_axes(grid_axes) -> dict[str, np.ndarray]:
 
 def _check_budget(v) -> float:
     """``memory_budget_mb`` as a finite float > 0; numeric strings (``--set`` on the CLI) convert."""
-    x = v
-    if isinstance(x, str):
+    if isinstance(v, str):
         try:
-            x = float(x)
+            v = float(v)
         except ValueError:
-            x = None
-    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)) \
-            or not (math.isfinite(x) and x > 0):
-        raise ValueError(f"grid: memory_budget_mb must be a finite number > 0 (MiB), got {v!r}")
-    return float(x)
+            pass  # refused by name below
+    return check_positive("grid", "memory_budget_mb", v)
 
 
 def _bytes_per_point(res, B: int) -> float:
