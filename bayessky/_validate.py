@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["as_tensor", "check_map", "check_finite", "check_range", "check_mask", "check_positive"]
+__all__ = ["as_tensor", "check_map", "check_finite", "check_range", "check_mask", "check_positive",
+           "unbatched"]
 
 
 def as_tensor(
@@ -98,3 +99,17 @@ def check_mask(mask, name: str, shape: Sequence[int] | None = None, like: torch.
         raise ValueError(f"{name}: values must lie in [0, 1], got range [{float(m.min()):.3g}, "
                          f"{float(m.max()):.3g}]")
     return m
+
+
+def unbatched(c: torch.Tensor) -> torch.Tensor:
+    """The plain tensor under ``torch.func.vmap``'s BatchedTensor wrappers (the engines' batched
+    path), which cannot be branched on: checks then see every batch member at once. The batch
+    dimension goes first, so e.g. a flow's context values stay on the last axis."""
+    ft = getattr(torch._C, "_functorch", None)
+    if ft is None or not hasattr(ft, "is_batchedtensor"):  # pragma: no cover - other torch builds
+        return c
+    while ft.is_batchedtensor(c):
+        c, bdim = ft._unwrap_batched(c, ft.maybe_get_level(c))
+        if bdim is not None:
+            c = c.movedim(bdim, 0)
+    return c

@@ -10,7 +10,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 from torch.distributions.transforms import Transform
 
-from .._validate import as_tensor
+from .._validate import as_tensor, unbatched
 
 __all__ = ["FlowDistribution"]
 
@@ -78,20 +78,6 @@ def _check_temperature(temperature) -> float:
     if not (math.isfinite(t) and t > 0):
         raise ValueError(f"temperature: must be > 0 and finite, got {t}")
     return t
-
-
-def _physical(c: torch.Tensor) -> torch.Tensor:
-    """Under ``torch.func.vmap`` (the engines' batched path) a context is a BatchedTensor that
-    cannot be branched on; check the underlying tensor instead, which holds every batch member.
-    The batch dimension goes first, so the context values stay on the last axis."""
-    ft = getattr(torch._C, "_functorch", None)
-    if ft is None or not hasattr(ft, "is_batchedtensor"):  # pragma: no cover - other torch builds
-        return c
-    while ft.is_batchedtensor(c):
-        c, bdim = ft._unwrap_batched(c, ft.maybe_get_level(c))
-        if bdim is not None:
-            c = c.movedim(bdim, 0)
-    return c
 
 
 class FlowDistribution(TorchDistribution):
@@ -192,7 +178,7 @@ class FlowDistribution(TorchDistribution):
 
     def _check_context(self, c: torch.Tensor) -> None:
         # a handful of numbers per call (batch x d), cheap next to the network evaluation
-        c = _physical(c.detach())
+        c = unbatched(c.detach())
         if not torch.isfinite(c).all():
             raise ValueError(f"context: contains {int((~torch.isfinite(c)).sum())} non-finite values")
         if self.context_low is None or self.context_high is None:

@@ -8,8 +8,7 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
-from .._validate import as_tensor
-from .flow import _physical
+from .._validate import as_tensor, unbatched
 
 __all__ = ["MapNormal"]
 
@@ -156,7 +155,7 @@ class MapNormal(TorchDistribution):
 
 def _check_mask(mask: torch.Tensor) -> None:
     """Refuse NaN/inf and values outside [0, 1] in one fused reduction (the common, valid case)."""
-    m = _physical(mask.detach())  # a BatchedTensor under vmap cannot be branched on
+    m = unbatched(mask.detach())  # a BatchedTensor under vmap cannot be branched on
     if bool(((m >= 0) & (m <= 1)).all()):
         return
     _check("mask", m)
