@@ -22,6 +22,19 @@ class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
+def parse_device(text: str):
+    """``--device`` as a torch.device that exists here (torch's own errors are tracebacks)."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, TypeError):
+        raise CLIError(f"--device: unknown device {text!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device: {text!r} requested but CUDA is not available")
+    return dev
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bayessky",

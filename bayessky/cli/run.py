@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import CLIError
+from . import CLIError, parse_device
 from ._write import check_out_dir, write_csv, write_netcdf
 
 __all__ = ["add_parser", "run", "load_script", "run_script"]
@@ -202,16 +202,8 @@ def _explicit_params(fn) -> set[str]:
 
 
 def _check_device(text: str) -> None:
-    """``cpu`` or ``cuda[:i]`` that exists here; torch's own error is a RuntimeError traceback."""
-    import torch
-
-    try:
-        dev = torch.device(text)
-    except (RuntimeError, TypeError):
-        raise CLIError(f"--device: unknown device {text!r} (expected cpu or cuda[:i])") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError(f"--device: {text!r} requested but CUDA is not available")
-    if dev.type not in ("cpu", "cuda"):
+    """``cpu`` or ``cuda[:i]`` that exists here (the engines run on no other device type)."""
+    if parse_device(text).type not in ("cpu", "cuda"):
         raise CLIError(f"--device: expected cpu or cuda[:i], got {text!r}")
 
 

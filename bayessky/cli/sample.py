@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_path
-from . import CLIError
+from . import CLIError, parse_device
 from ._write import check_out_file
 
 __all__ = ["add_parser", "run", "parse_context"]
@@ -67,16 +67,6 @@ def parse_context(text: str | None, names: list[str] | None) -> list[float] | No
         raise CLIError(f"--context: values must be numbers, got {text!r}") from None
 
 
-def _device(text: str) -> torch.device:
-    try:
-        dev = torch.device(text)
-    except RuntimeError:
-        raise CLIError(f"--device: unknown device {text!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError(f"--device: {text!r} requested but CUDA is not available")
-    return dev
-
-
 def run(args: argparse.Namespace) -> int:
     from ..distributions.priors import load_prior
 
@@ -90,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix != ".npz":
         raise CLIError(f"--out: expected a .npz file name, got {str(out)!r}")
     check_out_file(out)  # before the (slow) sampling, not at the write
-    dev = _device(args.device)
+    dev = parse_device(args.device)
     prior = load_prior(args.prior, device=dev)
     names = prior.context_names
     context = parse_context(args.context, names)

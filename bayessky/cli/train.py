@@ -25,7 +25,6 @@ import argparse
 import math
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -395,10 +394,7 @@ def run(args: argparse.Namespace) -> int:
     if args.size is not None and args.size < 1:
         raise CLIError(f"--size: expected a positive integer, got {args.size}")
     device = _device(args.device)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out: {str(out)!r} is a file")
-    check_out_dir(out)  # a file among the parents: NotADirectoryError at the first write
+    out = check_out_dir(args.out)  # a file in its place or among its parents
     if not args.resume and (out / "state.safetensors").exists():
         raise CLIError(f"--out: {str(out)!r} holds a training run; pass --resume or choose another folder")
 
