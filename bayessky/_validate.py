@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["as_tensor", "check_map", "check_finite", "check_range", "check_mask", "check_positive",
-           "unbatched"]
+__all__ = ["as_count", "as_tensor", "check_map", "check_finite", "check_range", "check_mask",
+           "check_positive", "unbatched"]
 
 
 def as_tensor(
@@ -113,3 +114,18 @@ def unbatched(c: torch.Tensor) -> torch.Tensor:
         if bdim is not None:
             c = c.movedim(bdim, 0)
     return c
+
+
+def as_count(value, name: str) -> int:
+    """A whole number (int, numpy int, or an integral float such as 16.0).
+
+    ``int()`` alone would truncate 8.7 to 8, read the string '8' as 8 and bools as 0/1, all of
+    which hide a caller's mistake; they are refused here by name.
+    """
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)):
+        raise TypeError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")
+    if isinstance(value, (float, np.floating)) and not (math.isfinite(value) and float(value).is_integer()):
+        raise ValueError(f"{name}: expected a whole number, got {value!r}")
+    return int(value)

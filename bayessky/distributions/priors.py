@@ -20,8 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .._validate import as_tensor
-from ..sky.geometry import _as_count
+from .._validate import as_count, as_tensor
 from .flow import FlowDistribution, _as_transform, _check_temperature, _first_param, net_context
 from .latent import LatentPrior
 
@@ -97,7 +96,7 @@ def _check_dtype(dtype) -> torch.dtype | None:
 
 def _check_n(n) -> int:
     """A count of maps >= 1: 2.7 would silently give 2 maps, 0 and -1 fail deep in the network."""
-    n = _as_count(n, "n")
+    n = as_count(n, "n")
     if n < 1:
         raise ValueError(f"n: must be >= 1, got {n}")
     return n

@@ -22,24 +22,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .._validate import as_tensor, check_finite, check_map, check_positive
+from .._validate import as_count, as_tensor, check_finite, check_map, check_positive
 
 __all__ = ["FlatGeometry", "fft2", "ifft2", "rfft2", "irfft2", "ARCMIN", "DEGREE"]
-
-
-def _as_count(value, name: str) -> int:
-    """A whole number (int, numpy int, or an integral float such as 16.0).
-
-    ``int()`` alone would truncate 8.7 to 8, read the string '8' as 8 and bools as 0/1, all of
-    which hide a caller's mistake; they are refused here by name.
-    """
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
-        value = value.item()
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)):
-        raise TypeError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")
-    if isinstance(value, (float, np.floating)) and not (math.isfinite(value) and float(value).is_integer()):
-        raise ValueError(f"{name}: expected a whole number, got {value!r}")
-    return int(value)
 
 
 def _grid_shape(n, name: str, min_side: int = 1) -> tuple[int, int]:
@@ -50,13 +35,13 @@ def _grid_shape(n, name: str, min_side: int = 1) -> tuple[int, int]:
     if isinstance(n, (str, bytes)) or n is None:
         raise TypeError(f"{name}: expected an int or (ny, nx), got {type(n).__name__} {n!r}")
     if np.ndim(n) == 0:
-        side = _as_count(n, name)
+        side = as_count(n, name)
         shape = (side, side)
     else:
         values = list(n.tolist() if isinstance(n, (np.ndarray, torch.Tensor)) else n)
         if len(values) != 2:
             raise ValueError(f"{name}: expected an int or (ny, nx), got {n!r}")
-        shape = (_as_count(values[0], name), _as_count(values[1], name))
+        shape = (as_count(values[0], name), as_count(values[1], name))
     if min(shape) < min_side:
         raise ValueError(f"{name}: need at least {min_side} pixel{'s' if min_side > 1 else ''} per side, "
                          f"got {shape}")

@@ -29,8 +29,8 @@ import healpy as hp
 import numpy as np
 import torch
 
-from .._validate import check_positive
-from .geometry import ARCMIN, FlatGeometry, _as_count, _grid_shape
+from .._validate import as_count, check_finite, check_positive
+from .geometry import ARCMIN, FlatGeometry, _grid_shape
 
 __all__ = ["PatchProjection", "cut_patch", "paste_patch", "anafast", "synfast", "synalm"]
 
@@ -69,16 +69,10 @@ def _check_lmax(lmax, name: str = "lmax") -> int | None:
     """None or a whole number >= 0 (healpy fails with an IndexError on a negative lmax)."""
     if lmax is None:
         return None
-    lmax = _as_count(lmax, name)
+    lmax = as_count(lmax, name)
     if lmax < 0:
         raise ValueError(f"{name}: must be >= 0, got {lmax}")
     return lmax
-
-
-def _check_finite_map(m: np.ndarray, name: str) -> None:
-    if m.dtype.kind == "f" and not np.isfinite(m).all():
-        raise ValueError(f"{name}: contains {int(np.isnan(m).sum())} NaN and {int(np.isinf(m).sum())} inf "
-                         "values")
 
 
 def _check_nest(nside: int, nest: bool) -> None:
@@ -303,9 +297,9 @@ def paste_patch(target, patch, projection: PatchProjection, nest: bool = False, 
     if p.shape[-2:] != projection.shape:
         raise ValueError(f"patch: expected trailing shape {projection.shape}, got shape {p.shape}")
     # NaN/inf would be written into the sky map (and interpolated into neighbouring pixels)
-    _check_finite_map(p, "patch")
+    check_finite(torch.as_tensor(p), "patch")
     if np.ndim(target) == 0:  # a scalar is an Nside: 16.0 is 16, True or '16' are refused
-        nside = _as_count(target, "target")
+        nside = as_count(target, "target")
         if not hp.isnsideok(nside):
             raise ValueError(f"target: not a valid Nside, got {nside}")
         out = np.full((*p.shape[:-2], hp.nside2npix(nside)), hp.UNSEEN)
@@ -353,9 +347,10 @@ def anafast(hp_map, lmax: int | None = None, nest: bool = False, iter: int = 3):
     m, like = _to_numpy(hp_map, "hp_map")
     nside = _nside_of(m)
     _check_nest(nside, nest)
-    _check_finite_map(m, "hp_map")  # healpy masks UNSEEN pixels but turns one NaN into NaN C_l
+    # healpy masks UNSEEN pixels but turns one NaN into NaN C_l
+    check_finite(torch.as_tensor(m), "hp_map")
     lmax = _check_lmax(lmax)
-    iter = _as_count(iter, "iter")
+    iter = as_count(iter, "iter")
     if iter < 0:
         raise ValueError(f"iter: must be >= 0, got {iter}")
     if nest:
@@ -406,7 +401,7 @@ def synfast(
     Returns:
         Map (npix,) in RING ordering, or NESTED with ``nest=True``.
     """
-    nside = _as_count(nside, "nside")  # int() would turn 16.7 into 16 and read '16'
+    nside = as_count(nside, "nside")  # int() would turn 16.7 into 16 and read '16'
     if not hp.isnsideok(nside):
         raise ValueError(f"nside: not a valid Nside, got {nside}")
     _check_nest(nside, nest)

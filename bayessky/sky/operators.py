@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .._validate import as_tensor, check_finite, check_map, check_mask, check_positive, check_range
-from .geometry import ARCMIN, FlatGeometry, _as_count, _grid_shape, fft2, ifft2, irfft2, rfft2
+from .._validate import as_count, as_tensor, check_finite, check_map, check_mask, check_positive, check_range
+from .geometry import ARCMIN, FlatGeometry, _grid_shape, fft2, ifft2, irfft2, rfft2
 
 __all__ = [
     "gaussian_beam",
@@ -306,7 +306,7 @@ def point_source_mask(
         return (rng.uniform(0, [ny, nx], size=(k, 2)), rng.uniform(r[0], r[1], size=k))
 
     if n_sources is not None:
-        n_sources = _as_count(n_sources, "n_sources")  # 2.5 would silently become 2
+        n_sources = as_count(n_sources, "n_sources")  # 2.5 would silently become 2
         # more holes than pixels is never a mask anyone means (and 10**12 would exhaust memory)
         if not 0 <= n_sources <= ny * nx:
             raise ValueError(f"n_sources: expected between 0 and {ny * nx} (the pixel count), got "
@@ -357,7 +357,7 @@ def strip_mask(
     w = int(round(float(w_pix)))
     if not 1 <= w <= n:
         raise ValueError(f"width: expected between 1 and {n} pixels, got {width!r}")
-    position = int(_rng(seed).integers(0, n)) if position is None else _as_count(position, "position")
+    position = int(_rng(seed).integers(0, n)) if position is None else as_count(position, "position")
     idx = (position + np.arange(w)) % n
     keep = np.ones((ny, nx), dtype=bool)
     if orientation == "vertical":
@@ -487,7 +487,7 @@ def white_noise(
     if isinstance(shape, (str, bytes)) or np.ndim(shape) != 1:
         raise TypeError(f"shape: expected a tuple of ints such as (ny, nx), got {type(shape).__name__} "
                         f"{shape!r}")
-    shape = tuple(_as_count(v, "shape") for v in shape)
+    shape = tuple(as_count(v, "shape") for v in shape)
     if min(shape, default=0) < 0:
         raise ValueError(f"shape: sizes must be >= 0, got {shape}")
     if isinstance(sigma, torch.Tensor):
