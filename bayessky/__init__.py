@@ -1,8 +1,10 @@
 """bayessky: field-level Bayesian inference on cosmological maps with deep generative priors.
 
-Data flow: ``sky`` (geometry) -> ``physics`` (spectra, lensing, synthetic families) -> ``nn``
-(trainable networks) -> ``distributions`` (Pyro distributions) -> ``models`` (forward models)
--> ``infer`` (engines, ArviZ) -> ``plot``.
+Data flow (a package imports only those before it): ``sky`` (geometry, map operators) ->
+``physics`` (spectra, lensing, foregrounds) -> ``data`` (loaders) and ``stats`` (summary
+statistics) -> ``nn`` (networks) -> ``distributions`` (Pyro distributions) -> ``priors``
+(trained priors on disk) -> ``families`` (synthetic data with exact likelihoods) -> ``models``
+(forward models) -> ``infer`` (engines, ArviZ) -> ``train`` -> ``plot`` -> ``cli``.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ __all__ = ["__version__", "load_prior"]
 
 
 def load_prior(name_or_path, *, device=None, dtype=None):
-    """Load a shipped or user prior (``models/<name>`` or a folder with weights + card).
+    """Load a shipped or user prior by name or folder (weights.safetensors + card.json).
 
-    See :func:`bayessky.distributions.priors.load_prior`.
+    See :func:`bayessky.priors.load_prior`.
     """
-    from .distributions.priors import load_prior as _load
+    from .priors import load_prior as _load
 
     return _load(name_or_path, device=device, dtype=dtype)

@@ -5,13 +5,14 @@ the temporary file is removed on failure."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "atomic_write", "write_json"]
 
 
 @contextmanager
@@ -32,3 +33,18 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def atomic_write(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    with atomic_path(path, suffix=".tmp") as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())  # on disk before the rename: a crash cannot leave an empty checkpoint
+    return path
+
+
+def write_json(path, obj) -> Path:
+    """Strict JSON (no NaN/inf), indented, written atomically."""
+    return atomic_write(path, (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())

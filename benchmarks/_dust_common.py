@@ -45,7 +45,7 @@ def intensity_spectrum(n: int, amplitude: float = 0.8) -> np.ndarray:
     The k = 0 entry is the variance of the map mean times N_pix (it is included: a Gaussian prior
     with this spectrum and mean 1 has exactly the first two moments of I).
     """
-    from bayessky.physics import dust_toy
+    from bayessky.families import dust_toy
 
     xi_g = np.real(np.fft.ifft2(dust_toy.spectrum(n)))
     s = np.real(np.fft.fft2(np.expm1(amplitude**2 * xi_g)))
@@ -204,7 +204,7 @@ class TrueModelPotential:
     """
 
     def __init__(self, data, mask, noise_sigma: float = 0.05):
-        from bayessky.physics import dust_toy
+        from bayessky.families import dust_toy
 
         self.data = torch.as_tensor(data)
         self.n = self.data.shape[-1]
@@ -243,7 +243,7 @@ class FlowLatentPotential:
     .. math:: U(z) = \tfrac12 |z|^2 + \tfrac12 \sum_\mathrm{pix} M (d - x(z))^2 / \sigma^2
 
     Arguments:
-        prior: a :class:`bayessky.distributions.priors.FlowPrior` (a Glow: ``inverse``,
+        prior: a :class:`bayessky.priors.FlowPrior` (a Glow: ``inverse``,
             ``forward``, ``unflatten_latents``, ``flatten_latents``).
         data, mask, noise_sigma: as :class:`TrueModelPotential`.
     """
@@ -321,7 +321,7 @@ class MapPotential:
 def true_map_potential(data, mask, noise_sigma: float = 0.05) -> MapPotential:
     r"""The true dust-toy-v1 posterior over the Gaussian field ``g`` (pixel basis):
     ``-log p(g) = sum_k |fft2(g)_k|^2 / (2 N_pix S_g(k)) + const``, ``x = exp(0.8 g - 0.32)``."""
-    from bayessky.physics import dust_toy
+    from bayessky.families import dust_toy
 
     d = torch.as_tensor(data)
     n = d.shape[-1]

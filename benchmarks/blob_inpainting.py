@@ -44,7 +44,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _dust_common as dc  # noqa: E402
 
-from bayessky.physics import blobs  # noqa: E402
+from bayessky.families import blobs  # noqa: E402
 
 
 def blob_hole_mask(

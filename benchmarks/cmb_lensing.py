@@ -354,7 +354,7 @@ def main(argv=None) -> int:
                         "dust_rms_uK_353": float(sim["dust"].std())},
               "runs": {}}
     if a.dust_prior:
-        from bayessky.distributions.priors import resolve_prior
+        from bayessky.priors import resolve_prior
 
         card = json.loads((resolve_prior(a.dust_prior) / "card.json").read_text())
         keys = ("kind", "architecture", "metrics", "data", "training", "note")

@@ -84,7 +84,7 @@ def spectra(geom, maps: np.ndarray, edges: torch.Tensor) -> dict[str, np.ndarray
 
 def expected_log_power(geom, size: int, om: np.ndarray, s8: np.ndarray, edges: torch.Tensor) -> np.ndarray:
     """Exact E[P(k)] of the log10 map, averaged over the parameter pairs: bin mean of S(k) d^2."""
-    from bayessky.physics import hi_toy
+    from bayessky.families import hi_toy
 
     s = hi_toy.spectrum(size, torch.as_tensor(om), torch.as_tensor(s8)).mean(0)  # (N, N), per mode
     k = geom.k_grid(dtype=torch.float64).reshape(-1)
@@ -215,8 +215,8 @@ def main(argv=None) -> int:
         raise SystemExit("--seed: must be >= 100000 (lower seeds may overlap training data)")
 
     import bayessky
-    from bayessky.distributions.priors import resolve_prior
-    from bayessky.physics import hi_toy
+    from bayessky.families import hi_toy
+    from bayessky.priors import resolve_prior
     from bayessky.sky import FlatGeometry
 
     path = str(resolve_prior(args.prior))

@@ -69,7 +69,7 @@ def log(msg: str) -> None:
 
 def make_maps(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Held-out maps (n, size, size) float64 and truths (n, 2), reproducible from ``seed``."""
-    from bayessky.physics import hi_toy
+    from bayessky.families import hi_toy
 
     om, s8 = hi_toy.sample_prior(n, seed)
     maps = hi_toy.sample(n, om, s8, size=size, seed=seed + 1)
@@ -78,7 +78,7 @@ def make_maps(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def exact_loglik(maps: torch.Tensor, axes: dict[str, np.ndarray]) -> np.ndarray:
     """Exact log p(map_m | theta_ij), (M, n_1, n_2), float64, one matrix product for all maps."""
-    from bayessky.physics import hi_toy
+    from bayessky.families import hi_toy
 
     om, s8 = np.meshgrid(axes["Omega_m"], axes["sigma_8"], indexing="ij")
     om_t = torch.as_tensor(om.reshape(-1), dtype=torch.float64, device=maps.device)
@@ -295,7 +295,7 @@ def main(argv=None) -> int:
         raise SystemExit("--seed: must be >= 100000 (lower seeds may overlap training data)")
 
     import bayessky
-    from bayessky.distributions.priors import resolve_prior
+    from bayessky.priors import resolve_prior
 
     dev = torch.device(args.device)
     dtype = getattr(torch, args.dtype)

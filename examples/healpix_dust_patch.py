@@ -32,7 +32,7 @@ import healpy as hp
 import numpy as np
 import torch
 
-from bayessky.physics import dust_toy
+from bayessky.families import dust_toy
 from bayessky.sky.geometry import ARCMIN
 from bayessky.sky.healpix import cut_patch, paste_patch, synfast
 

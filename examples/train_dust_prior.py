@@ -12,7 +12,7 @@ After training the script checks the prior against the truth it imitates and wri
 into the card (``metrics``) and next to it (``validation.json``, ``validation.png``):
 
 * held-out NLL of the flow against the EXACT dust-toy-v1 NLL of the same maps
-  (:func:`bayessky.physics.dust_toy.log_density`), in nats per map and per pixel;
+  (:func:`bayessky.families.dust_toy.log_density`), in nats per map and per pixel;
 * power spectrum of prior samples vs fresh true maps, per bin (issue 7, item 1: within 10 %);
 * pixel PDF (KS distance of pooled pixel values, and the fraction of positive pixels);
 * Minkowski functionals V0, V1, V2 at intensity thresholds, mean curves vs the truth's, in units
@@ -39,8 +39,13 @@ import numpy as np
 import torch
 
 from bayessky.data.augment import Augment
-from bayessky.data.transforms import Log10Transform, StandardiseTransform, compose, transform_to_config
-from bayessky.physics import dust_toy
+from bayessky.distributions.transforms import (
+    Log10Transform,
+    StandardiseTransform,
+    compose,
+    transform_to_config,
+)
+from bayessky.families import dust_toy
 from bayessky.train.loop import TrainConfig, fit
 
 SEEDS = {"train": 11_000, "val": 12_000, "test": 13_000, "check": 14_000}  # benchmarks: >= 100_000
@@ -50,7 +55,7 @@ THRESHOLDS_G = np.linspace(-2.0, 2.5, 10)  # Minkowski thresholds in units of th
 def draw(n: int, size: int, seed: int, family: str = "dust", n_blobs: int = 50) -> torch.Tensor:
     """n maps (n, 1, size, size), float32, in chunks of 2000 per seed: dust-toy-v1 intensities or
     seed-003 blob images (unit amplitudes, sigma 2 px, not rescaled: the 50-blob rule)."""
-    from bayessky.physics import blobs
+    from bayessky.families import blobs
 
     def one(k, sd):
         if family == "dust":
@@ -416,7 +421,7 @@ def main(argv=None) -> None:
         flush=True,
     )
 
-    from bayessky.train.checkpoint import write_json
+    from bayessky._atomic import write_json
 
     path = out / "card.json"
     card_json = json.loads(path.read_text())

@@ -22,8 +22,13 @@ import numpy as np
 import torch
 
 from bayessky.data.augment import Augment
-from bayessky.data.transforms import Log10Transform, StandardiseTransform, compose, transform_to_config
-from bayessky.physics import hi_toy
+from bayessky.distributions.transforms import (
+    Log10Transform,
+    StandardiseTransform,
+    compose,
+    transform_to_config,
+)
+from bayessky.families import hi_toy
 from bayessky.train.loop import TrainConfig, fit
 
 SEEDS = {"train": 1_000, "val": 2_000, "test": 3_000}  # benchmarks use seeds >= 100_000
@@ -134,7 +139,7 @@ def main(argv=None) -> None:
     card_json = json.loads(path.read_text())
     card_json["metrics"].update({"test_nll_exact": exact, "test_nll_learned": learned,
                                  "test_nll_gap_nats": learned - exact, "n_parameters": n_params})
-    from bayessky.train.checkpoint import write_json
+    from bayessky._atomic import write_json
 
     write_json(path, card_json)
     del result

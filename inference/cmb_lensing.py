@@ -107,7 +107,8 @@ import pyro.distributions as dist
 import torch
 
 from bayessky.distributions import GaussianRandomField, MapNormal
-from bayessky.physics import cmb_spectra, dust_toy, lens, modified_blackbody
+from bayessky.families import dust_toy
+from bayessky.physics import cmb_spectra, lens, modified_blackbody
 from bayessky.sky import FlatGeometry, gaussian_beam, irfft2, rfft2, white_noise_level
 
 __all__ = [

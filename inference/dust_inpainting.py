@@ -48,7 +48,7 @@ import torch
 
 import bayessky
 from bayessky.distributions import FlowDistribution, GaussianRandomField, MapNormal
-from bayessky.physics import dust_toy
+from bayessky.families import dust_toy
 
 DEFAULTS = {
     "engine": "nuts",

@@ -31,7 +31,7 @@ import pyro.distributions as dist
 import torch
 
 import bayessky
-from bayessky.physics import hi_toy
+from bayessky.families import hi_toy
 
 BOUNDS = {"Omega_m": (0.1, 0.5), "sigma_8": (0.6, 1.0)}
 DEFAULTS = {"engine": "grid", "num_samples": 1000, "warmup_steps": 300}

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from bayessky.cli import main
-from bayessky.physics import hi_toy
+from bayessky.families import hi_toy
 
 GRID = 10
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from bayessky.cli import main
-from bayessky.distributions.priors import FlowPrior, LatentVariablePrior, save_prior
 from bayessky.nn.gan import GAN
 from bayessky.nn.glow import ConditionalGlow
+from bayessky.priors import FlowPrior, LatentVariablePrior, save_prior
 
 TRANSFORM = [{"name": "log10"}, {"name": "standardise", "mean": 8.0, "std": 0.5}]
 

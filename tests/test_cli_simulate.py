@@ -27,7 +27,7 @@ def test_hi_toy_prior_draws_reproduce_recipe(tmp_path):
     g = np.log10(f["maps"]) - 8
     # hi_toy.spectrum is checked against an independent implementation in test_physics_hi_toy;
     # here the point is the CLI's use of the seed and draw order
-    from bayessky.physics import hi_toy
+    from bayessky.families import hi_toy
 
     wn = rng.standard_normal((3, 16, 16))
     for i in range(3):
@@ -118,7 +118,7 @@ def test_subprocess(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "bayessky", "simulate", "blobs", "--n", "1", "--n-blobs", "3",
                           "--out", str(tmp_path / "t.npz")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
-    from bayessky.physics import dust_toy
+    from bayessky.families import dust_toy
 
     rng = np.random.default_rng(9)
     I = dust_toy.sample(1, size=16, seed=rng)

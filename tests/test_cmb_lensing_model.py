@@ -20,7 +20,8 @@ import pytest
 import torch
 from scipy import stats
 
-from bayessky.physics import cmb_spectra, dust_toy
+from bayessky.families import dust_toy
+from bayessky.physics import cmb_spectra
 
 _SCRIPT = Path(__file__).resolve().parents[1] / "inference" / "cmb_lensing.py"
 ARCMIN = math.pi / 180 / 60
@@ -287,8 +288,8 @@ def test_learned_flow_dust_in_latent_space(cl):
     """A Glow prior (random weights, log10 transform) in the model: the dust map the model makes
     from the latent z maps back to z under the flow's FORWARD pass (an independent code path),
     and the joint density is sum log N(z) + the Gaussian likelihood written out by hand."""
-    from bayessky.distributions import FlowPrior
     from bayessky.nn import Glow
+    from bayessky.priors import FlowPrior
 
     n, pix = 8, 2.0
     torch.manual_seed(0)

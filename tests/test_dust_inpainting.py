@@ -14,7 +14,7 @@ import pytest
 import torch
 from scipy import stats
 
-from bayessky.physics import dust_toy
+from bayessky.families import dust_toy
 from bayessky.stats import minkowski_functionals
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,10 +213,10 @@ def test_hessian_block_is_the_prior_precision_in_the_holes():
 def test_flow_map_potential_is_the_flow_density_plus_likelihood():
     # U(T(x)) = -[log p_flow(x) - log|dT/dx|] - log N(d | x, sigma) + const, with the flow density
     # from FlowDistribution and the Gaussian likelihood from scipy.stats.norm
-    from bayessky.data.transforms import Log10Transform, StandardiseTransform, compose
     from bayessky.distributions import FlowDistribution
-    from bayessky.distributions.priors import FlowPrior
+    from bayessky.distributions.transforms import Log10Transform, StandardiseTransform, compose
     from bayessky.nn import Glow
+    from bayessky.priors import FlowPrior
 
     torch.manual_seed(0)
     n, sigma = 8, 0.05

@@ -1,7 +1,7 @@
 """NUTS, emcee, SVI and the grid agree on the 2-parameter hi-toy posterior (N = 16 maps).
 
 16 maps of 16 x 16 pixels drawn at (Omega_m, sigma_8) = (0.3, 0.8), exact likelihood
-(``bayessky.physics.hi_toy.log_likelihood``, a ``pyro.factor``), uniform priors on the CAMELS box.
+(``bayessky.families.hi_toy.log_likelihood``, a ``pyro.factor``), uniform priors on the CAMELS box.
 The grid (120 x 120 cell centres, exact quadrature) is the reference; each engine's posterior mean
 must lie within 0.2 posterior sd of it, and its sd within 20 %.
 """
@@ -27,7 +27,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def setup():
-    hi_toy = pytest.importorskip("bayessky.physics.hi_toy")
+    hi_toy = pytest.importorskip("bayessky.families.hi_toy")
     maps = torch.as_tensor(hi_toy.sample(16, 0.3, 0.8, size=16, seed=3))
 
     def model(data):

@@ -68,7 +68,7 @@ def np_grid_weights(maps):
 
 
 def test_grid_hi_toy_equals_numpy_formula():
-    hi_toy = pytest.importorskip("bayessky.physics.hi_toy")
+    hi_toy = pytest.importorskip("bayessky.families.hi_toy")
     maps = hi_toy.sample(3, 0.3, 0.8, size=16, seed=7)  # (3, 16, 16) numpy, linear maps
     post = infer.grid(hi_model(hi_toy), torch.as_tensor(maps), grid=AXES)
     w_ref, ll_ref = np_grid_weights(maps)  # joint posterior of the 3 maps; uniform prior inside the box
@@ -84,7 +84,7 @@ def test_grid_hi_toy_equals_numpy_formula():
 
 
 def test_grid_stack_one_posterior_per_map():
-    hi_toy = pytest.importorskip("bayessky.physics.hi_toy")
+    hi_toy = pytest.importorskip("bayessky.families.hi_toy")
     maps = hi_toy.sample(3, [0.2, 0.3, 0.4], [0.7, 0.8, 0.9], size=16, seed=11)
     post = infer.grid(hi_model(hi_toy), torch.as_tensor(maps), grid=AXES, stack=True, chunk_size=300)
     assert post.weights.shape == (3, 40, 40)
@@ -181,7 +181,7 @@ def test_grid_non_vectorisable_model_falls_back_to_loop():
 
 
 def test_prior_outside_support_gets_zero_weight():
-    hi_toy = pytest.importorskip("bayessky.physics.hi_toy")
+    hi_toy = pytest.importorskip("bayessky.families.hi_toy")
     maps = torch.as_tensor(hi_toy.sample(1, 0.3, 0.8, size=16, seed=2)[0])
     axes = {"Omega_m": np.linspace(0.05, 0.55, 11), "sigma_8": np.linspace(0.7, 0.9, 5)}
     post = infer.grid(hi_model(hi_toy), maps, grid=axes)
@@ -238,7 +238,7 @@ def test_grid_bad_options_one_line():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_grid_on_cuda_matches_cpu():
-    hi_toy = pytest.importorskip("bayessky.physics.hi_toy")
+    hi_toy = pytest.importorskip("bayessky.families.hi_toy")
     maps = hi_toy.sample(2, 0.3, 0.8, size=16, seed=7)
     cpu = infer.grid(hi_model(hi_toy), torch.as_tensor(maps), grid=AXES)
     gpu = infer.grid(hi_model(hi_toy), torch.as_tensor(maps, device="cuda"), grid=AXES)

@@ -28,13 +28,13 @@ from _gof import nn_gof
 from pyro.infer import MCMC, NUTS
 
 import bayessky
-from bayessky.data.transforms import transform_from_config
 from bayessky.distributions.flow import FlowDistribution
-from bayessky.distributions.priors import FlowPrior, LatentVariablePrior, load_prior, save_prior
+from bayessky.distributions.transforms import transform_from_config
 from bayessky.nn.gan import GAN
 from bayessky.nn.glow import ConditionalGlow, Glow
 from bayessky.nn.maf import MapMAF
 from bayessky.nn.vae import VAE
+from bayessky.priors import FlowPrior, LatentVariablePrior, load_prior, save_prior
 
 NAMES = ["Omega_m", "sigma_8"]
 LOW, HIGH = [0.1, 0.6], [0.5, 1.0]
@@ -334,7 +334,9 @@ def test_name_resolution(tmp_path, monkeypatch):
     monkeypatch.delenv("BAYESSKY_MODELS")
     save_prior(make_prior("gan"), tmp_path / "cwd" / "models" / "my-gan")
     monkeypatch.chdir(tmp_path / "cwd")
-    assert bayessky.load_prior("my-gan").kind == "gan"
+    assert bayessky.load_prior("models/my-gan").kind == "gan"  # a relative folder path
+    with pytest.raises(FileNotFoundError, match="no prior named"):
+        bayessky.load_prior("my-gan")  # a bare name is not looked up in ./models: only the env and shipped
     with pytest.raises(FileNotFoundError, match="no prior named"):
         bayessky.load_prior("no-such-prior")
 

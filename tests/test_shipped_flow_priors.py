@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import bayessky
-from bayessky.physics import blobs, dust_toy
+from bayessky.families import blobs, dust_toy
 
 TEST_SEED, VAL_SEED, N_TEST = 13_000, 12_000, 1000
 

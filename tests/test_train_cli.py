@@ -11,8 +11,8 @@ import torch
 
 import bayessky
 from bayessky.cli import main
-from bayessky.distributions import priors
-from bayessky.train.checkpoint import load_checkpoint
+from bayessky.priors import prior as priors
+from bayessky.priors.checkpoint import load_checkpoint
 
 
 @pytest.fixture(autouse=True)

@@ -6,9 +6,9 @@ import test_train_standin as standin
 import torch
 from torch import nn
 
-from bayessky.train.checkpoint import load_checkpoint
+from bayessky.nn.registry import NETWORKS, NetworkSpec
+from bayessky.priors.checkpoint import load_checkpoint
 from bayessky.train.gan import GANConfig, fit_wgan_gp
-from bayessky.train.registry import NETWORKS, NetworkSpec
 
 
 @pytest.fixture(autouse=True)

@@ -28,8 +28,8 @@ import torch
 
 from bayessky import nn as bnn
 from bayessky.data.augment import Augment
-from bayessky.data.transforms import Log10Transform, StandardiseTransform, compose
-from bayessky.physics import hi_toy
+from bayessky.distributions.transforms import Log10Transform, StandardiseTransform, compose
+from bayessky.families import hi_toy
 from bayessky.train.loop import TrainConfig, fit
 
 N = 16

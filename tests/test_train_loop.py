@@ -11,7 +11,7 @@ import torch
 from test_train_standin import AffineFlow
 
 from bayessky.data.augment import Augment
-from bayessky.train.checkpoint import load_checkpoint
+from bayessky.priors.checkpoint import load_checkpoint
 from bayessky.train.loop import STATE_FILE, TrainConfig, evaluate, fit
 
 

@@ -12,7 +12,7 @@ import scipy.stats
 import torch
 from torch import nn
 
-from bayessky.train.registry import NETWORKS, NetworkSpec
+from bayessky.nn.registry import NETWORKS, NetworkSpec
 
 
 class AffineFlow(nn.Module):

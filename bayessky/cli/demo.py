@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import infer, load_prior
-    from ..physics import hi_toy
+    from ..families import hi_toy
     from ..plot import corner
     from . import CLIError
 

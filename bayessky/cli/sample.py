@@ -68,7 +68,7 @@ def parse_context(text: str | None, names: list[str] | None) -> list[float] | No
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distributions.priors import load_prior
+    from ..priors.prior import load_prior
 
     if args.n < 1:
         raise CLIError(f"--n: must be >= 1, got {args.n}")

@@ -81,7 +81,7 @@ def simulate(args: argparse.Namespace) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(args.seed)
     meta = {"family": args.family, "seed": args.seed, "n": args.n}
     if args.family == "hi-toy":
-        from ..physics import hi_toy
+        from ..families import hi_toy
 
         _refuse(args, {"omega_m", "sigma_8"})
         size = args.size or 64
@@ -101,7 +101,7 @@ def simulate(args: argparse.Namespace) -> dict[str, np.ndarray]:
                "box": np.array(hi_toy.BOX)}
         version = hi_toy.VERSION
     elif args.family == "dust-toy":
-        from ..physics import dust_toy
+        from ..families import dust_toy
 
         _refuse(args, {"mask", "noise_sigma"})
         size = args.size or 64
@@ -124,7 +124,7 @@ def simulate(args: argparse.Namespace) -> dict[str, np.ndarray]:
         meta.update(mask=mask, noise_sigma=noise)
         version = dust_toy.VERSION
     else:
-        from ..physics import blobs
+        from ..families import blobs
 
         _refuse(args, {"n_blobs", "blob_sigma"})
         size = args.size or 128

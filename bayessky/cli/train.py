@@ -38,7 +38,7 @@ _AUTO = "auto"
 
 
 def _kinds() -> list[str]:
-    from ..train.registry import NETWORKS
+    from ..nn.registry import NETWORKS
 
     return list(NETWORKS)
 
@@ -243,7 +243,7 @@ def _context_range(args, names: list[str], values: np.ndarray) -> tuple[list[flo
 
 
 def _transform(args, train_maps: np.ndarray):
-    from ..data.transforms import (
+    from ..distributions.transforms import (
         Log10Transform,
         SignedLogTransform,
         StandardiseTransform,
@@ -285,7 +285,7 @@ def _apply(transform, maps: np.ndarray) -> torch.Tensor:
 
 
 def _architecture(args, cls, shape, context_dim, low, high, periodic) -> dict:
-    from ..train.registry import accepts
+    from ..nn.registry import accepts
 
     wanted = {"shape": list(shape)}
     if context_dim:
@@ -371,11 +371,12 @@ def _augment(args, cut: bool, square: bool):
 
 # -- command ------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
+    from .._atomic import write_json
     from ..data.camels import split_by_simulation
-    from ..train.card import validate_card
-    from ..train.checkpoint import CARD_FILE, write_json
+    from ..nn.registry import build_network, network_class, network_spec
+    from ..priors.card import validate_card
+    from ..priors.checkpoint import CARD_FILE
     from ..train.losses import physical_nll
-    from ..train.registry import build_network, network_class, network_spec
 
     try:
         spec = network_spec(args.kind)

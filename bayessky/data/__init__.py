@@ -1,4 +1,5 @@
-"""Data: loaders (CAMELS, npy/npz/FITS, HEALPix), invertible map transforms, augmentation."""
+"""Data: loaders (CAMELS, npy/npz/FITS, HEALPix), augmentation (the density transforms are in
+:mod:`bayessky.distributions.transforms`)."""
 
 from .._lazy import lazy_exports
 
@@ -15,12 +16,6 @@ _EXPORTS = {
     "CamelsData": ".camels",
     "CAMELS_PARAM_NAMES": ".camels",
     "CAMELS_LH_RANGES": ".camels",
-    "Log10Transform": ".transforms",
-    "SignedLogTransform": ".transforms",
-    "StandardiseTransform": ".transforms",
-    "compose": ".transforms",
-    "transform_to_config": ".transforms",
-    "transform_from_config": ".transforms",
     "Augment": ".augment",
     "random_flip": ".augment",
     "random_rot90": ".augment",

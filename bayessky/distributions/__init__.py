@@ -1,4 +1,5 @@
-"""Pyro distributions: Gaussian random fields, flow priors, decoder/generator priors, likelihoods."""
+"""Pyro distributions: Gaussian random fields, flow distributions, latent-variable priors, likelihoods,
+and the density transforms (log10, standardise) that map user units to a network's space."""
 
 from .._lazy import lazy_exports
 
@@ -8,10 +9,6 @@ _EXPORTS = {
     "MapNormal": ".likelihoods",
     "FlowDistribution": ".flow",
     "LatentPrior": ".latent",
-    "load_prior": ".priors",
-    "save_prior": ".priors",
-    "FlowPrior": ".priors",
-    "LatentVariablePrior": ".priors",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -50,7 +50,7 @@ def net_context(net) -> tuple[int, list[float] | None, list[float] | None]:
     return int(dim or 0), tolist(low), tolist(high)
 
 
-def _first_param(net) -> torch.Tensor | None:
+def first_param(net) -> torch.Tensor | None:
     for p in net.parameters():
         return p
     for b in net.buffers():
@@ -58,17 +58,17 @@ def _first_param(net) -> torch.Tensor | None:
     return None
 
 
-def _as_transform(transform) -> Transform | None:
+def as_transform(transform) -> Transform | None:
     if transform is None or isinstance(transform, Transform):
         return transform
     if isinstance(transform, (list, tuple, dict)):
-        from ..data.transforms import transform_from_config
+        from ..distributions.transforms import transform_from_config
 
         return transform_from_config(transform)
     raise TypeError(f"transform: expected a torch Transform or a config list, got {type(transform).__name__}")
 
 
-def _check_temperature(temperature) -> float:
+def check_temperature(temperature) -> float:
     """A finite temperature > 0: 0 collapses every draw onto the base mode, a negative one flips
     it, NaN/inf give non-finite maps."""
     try:
@@ -138,14 +138,14 @@ class FlowDistribution(TorchDistribution):
         validate_args: bool | None = None,
     ):
         self.net = net
-        self.transform = _as_transform(transform)
-        self.temperature = _check_temperature(temperature)
+        self.transform = as_transform(transform)
+        self.temperature = check_temperature(temperature)
         self._net_shape = net_shape(net)
         self._squeeze = len(self._net_shape) == 3 and self._net_shape[0] == 1
         event_shape = torch.Size(self._net_shape[1:] if self._squeeze else self._net_shape)
         self.context_dim, self.context_low, self.context_high = net_context(net)
         self.context_names = list(context_names) if context_names is not None else None
-        p = _first_param(net)
+        p = first_param(net)
         self._dtype = p.dtype if p is not None else torch.get_default_dtype()
         self._device = p.device if p is not None else torch.device("cpu")
 

@@ -11,7 +11,7 @@ import torch
 from torch.distributions.transforms import Transform
 
 from .._validate import as_tensor, check_finite
-from .flow import FlowDistribution, _as_transform, _first_param
+from .flow import FlowDistribution, as_transform, first_param
 
 __all__ = ["LatentPrior"]
 
@@ -65,7 +65,7 @@ class LatentPrior:
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim: must be >= 1, got {latent_dim}")
         self.latent_flow = latent_flow
-        self.transform = _as_transform(transform)
+        self.transform = as_transform(transform)
         # inf would pass "> 0" and turn every decoded map into inf/NaN
         if not (isinstance(noise, bool) or (isinstance(noise, (int, float)) and math.isfinite(noise)
                                             and noise > 0)):
@@ -74,7 +74,7 @@ class LatentPrior:
 
     # -- device and dtype follow the decoder's parameters ----------------------------------
     def _like(self) -> torch.Tensor:
-        p = _first_param(self.decoder) if isinstance(self.decoder, torch.nn.Module) else None
+        p = first_param(self.decoder) if isinstance(self.decoder, torch.nn.Module) else None
         return p if p is not None else torch.zeros(())
 
     def to(self, *args, **kwargs) -> LatentPrior:

@@ -1,4 +1,8 @@
-"""Training: one loop for flows and VAEs, WGAN-GP for GANs, safe checkpoints and model cards."""
+"""Training: one loop for flows and VAEs, WGAN-GP for GANs, resumable training states.
+
+Priors are written with :func:`bayessky.priors.checkpoint.save_checkpoint` and their cards built by
+:mod:`bayessky.priors.card`; network kinds live in :mod:`bayessky.nn.registry`.
+"""
 
 from .._lazy import lazy_exports
 
@@ -15,17 +19,8 @@ _EXPORTS = {
     "NegativeELBO": ".losses",
     "bits_per_pixel": ".losses",
     "physical_nll": ".losses",
-    "save_checkpoint": ".checkpoint",
-    "load_checkpoint": ".checkpoint",
-    "read_card": ".checkpoint",
     "save_state": ".checkpoint",
     "load_state": ".checkpoint",
-    "Checkpoint": ".checkpoint",
-    "make_card": ".card",
-    "validate_card": ".card",
-    "build_network": ".registry",
-    "register_network": ".registry",
-    "NETWORKS": ".registry",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

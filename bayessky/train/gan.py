@@ -28,8 +28,10 @@ from pathlib import Path
 
 import torch
 
+from .._atomic import write_json
+from ..priors.checkpoint import match_state, read_card, save_checkpoint
 from ._common import as_map_data, capture_rng, hardware, model_device_dtype, progress_bar, restore_rng
-from .checkpoint import _match, load_state, read_card, save_checkpoint, save_state, write_json
+from .checkpoint import load_state, save_state
 from .loop import STATE_FILE, TrainResult
 
 __all__ = ["GANConfig", "fit_wgan_gp", "wasserstein_estimate"]
@@ -143,7 +145,7 @@ def fit_wgan_gp(
         if card is not None and (st.get("kind") != card.get("kind") or st.get("architecture") != arch):
             raise ValueError(f"resume: {str(state_path)!r} was written for another architecture; use a new "
                              "--out or the same settings")
-        _match(gan, st["model"], "gan", str(state_path))
+        match_state(gan, st["model"], "gan", str(state_path))
         gan.load_state_dict(st["model"])
         opt_g.load_state_dict(st["opt_generator"])
         opt_d.load_state_dict(st["opt_critic"])

@@ -30,6 +30,8 @@ from typing import NamedTuple
 
 import torch
 
+from .._atomic import write_json
+from ..priors.checkpoint import match_state, save_checkpoint
 from ._common import (
     as_map_data,
     capture_rng,
@@ -39,7 +41,7 @@ from ._common import (
     progress_bar,
     restore_rng,
 )
-from .checkpoint import _match, load_state, save_checkpoint, save_state, write_json
+from .checkpoint import load_state, save_state
 from .losses import Objective, bits_per_pixel, objective_for
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "evaluate", "STATE_FILE"]
@@ -215,7 +217,7 @@ def fit(
         if card is not None and (st.get("kind") != card.get("kind") or st.get("architecture") != arch):
             raise ValueError(f"resume: {str(state_path)!r} was written for kind {st.get('kind')!r} with "
                              "another architecture; use a new --out or the same settings")
-        _match(model, st["model"], st.get("kind") or "given", str(state_path))
+        match_state(model, st["model"], st.get("kind") or "given", str(state_path))
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
@@ -312,7 +314,7 @@ def fit(
         full = {**dict(card), "training": training, "data": data_info,
                 "metrics": {**metrics, **dict(card.get("metrics") or {})}}
         save_checkpoint(out, model, full)
-        from .checkpoint import read_card
+        from ..priors.checkpoint import read_card
 
         full_card = read_card(out)
     return TrainResult(model, history, metrics, full_card)

@@ -1,9 +1,9 @@
 """Trained priors on disk -> Pyro-ready objects: ``load_prior`` and ``save_prior``.
 
 A prior is a folder ``weights.safetensors`` + ``card.json`` (format ``bayessky-prior-v1``; see
-:mod:`bayessky.train.checkpoint`). Loading reads JSON and safetensors only (nothing is
+:mod:`bayessky.priors.checkpoint`). Loading reads JSON and safetensors only (nothing is
 unpickled), rebuilds the network from the card's ``kind`` and ``architecture`` through
-:func:`bayessky.train.registry.build_network`, loads the weights strictly, freezes the network
+:func:`bayessky.nn.registry.build_network`, loads the weights strictly, freezes the network
 (``eval()``, no parameter gradients: inference moves maps, latents and contexts, not weights)
 and wraps it:
 
@@ -21,11 +21,13 @@ from pathlib import Path
 import torch
 
 from .._validate import as_count, as_tensor
-from .flow import FlowDistribution, _as_transform, _check_temperature, _first_param, net_context
-from .latent import LatentPrior
+from ..distributions.flow import FlowDistribution, as_transform, check_temperature, first_param, net_context
+from ..distributions.latent import LatentPrior
+from ..distributions.transforms import transform_to_config
+from .checkpoint import CARD_FILE, load_checkpoint, read_card, save_checkpoint
 
-__all__ = ["FlowPrior", "LatentVariablePrior", "load_prior", "save_prior", "resolve_prior", "FLOW_KINDS",
-           "LATENT_KINDS"]
+__all__ = ["FlowPrior", "LatentVariablePrior", "load_prior", "save_prior", "resolve_prior", "list_priors",
+           "shipped_folder", "FLOW_KINDS", "LATENT_KINDS"]
 
 FLOW_KINDS = ("glow", "cglow", "maf")
 LATENT_KINDS = ("vae", "gan")
@@ -126,12 +128,12 @@ class _PriorBase:
 
     @property
     def device(self) -> torch.device:
-        p = _first_param(self.net)
+        p = first_param(self.net)
         return p.device if p is not None else torch.device("cpu")
 
     @property
     def dtype(self) -> torch.dtype:
-        p = _first_param(self.net)
+        p = first_param(self.net)
         return p.dtype if p is not None else torch.get_default_dtype()
 
     def to(self, device=None, dtype=None):
@@ -140,7 +142,7 @@ class _PriorBase:
         return self
 
     def _context(self, context):
-        return _context_tensor(context, self._names, _first_param(self.net))
+        return _context_tensor(context, self._names, first_param(self.net))
 
 
 class FlowPrior(_PriorBase):
@@ -161,7 +163,7 @@ class FlowPrior(_PriorBase):
     def __init__(self, net: torch.nn.Module, card: Mapping | None = None, transform=None):
         self.net = net
         self.card = dict(card or {})
-        self.transform = _as_transform(transform if transform is not None else self.card.get("transform"))
+        self.transform = as_transform(transform if transform is not None else self.card.get("transform"))
         self._names, self._low, self._high = _context_info(self.card, net)
 
     def distribution(self, context=None, *, temperature: float = 1.0,
@@ -233,7 +235,7 @@ class LatentVariablePrior(LatentPrior, _PriorBase):
     def generate(self, n: int, context=None, temperature: float = 1.0) -> torch.Tensor:
         """``n`` maps in user units from the prior: z ~ p(z) (scaled by ``temperature``), x = decode(z)."""
         n = _check_n(n)
-        temperature = _check_temperature(temperature)
+        temperature = check_temperature(temperature)
         c = self._context(context)
         if self.latent_flow is not None:
             z = FlowDistribution(self.latent_flow, c, temperature=temperature).sample((n,))
@@ -247,20 +249,24 @@ class LatentVariablePrior(LatentPrior, _PriorBase):
 
 
 # -- finding, loading and saving -------------------------------------------------------------------
+def shipped_folder() -> Path:
+    """The folder of the shipped priors (package data; the top-level ``models/`` of a checkout
+    installed in editable mode)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("bayessky.priors.shipped")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def _search_roots() -> list[Path]:
-    roots: list[Path] = []
     env = os.environ.get("BAYESSKY_MODELS")
-    if env:
-        roots += [Path(p) for p in env.split(os.pathsep) if p]
-    # editable install: <repo>/bayessky/distributions/priors.py -> <repo>/models
-    roots.append(Path(__file__).resolve().parents[2] / "models")
-    roots.append(Path.cwd() / "models")
-    return roots
+    roots = [Path(p).expanduser() for p in env.split(os.pathsep) if p] if env else []
+    return roots + [shipped_folder()]
 
 
 def resolve_prior(name_or_path: str | os.PathLike) -> Path:
     """The folder of a prior: an existing path, else ``<root>/<name>`` for the search roots
-    ``$BAYESSKY_MODELS`` (``os.pathsep``-separated), the repository's ``models/``, ``./models``."""
+    ``$BAYESSKY_MODELS`` (``os.pathsep``-separated) and the shipped priors, in that order."""
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"name_or_path: expected a prior name or a folder path, got "
                         f"{type(name_or_path).__name__} {name_or_path!r}")
@@ -285,35 +291,46 @@ def resolve_prior(name_or_path: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"prior: no prior named or at {name!r}{where}")
 
 
-def _read(folder: Path, expected_kind: str | None = None) -> tuple[torch.nn.Module, dict]:
-    """(network with weights loaded, card): safetensors + JSON checks of the checkpoint module."""
-    from ..train.checkpoint import load_checkpoint
+def list_priors() -> list[dict]:
+    """One record per prior found by name (``$BAYESSKY_MODELS`` first, then the shipped ones):
+    ``name``, ``kind``, ``shape``, ``context`` (names or None), ``metric`` (the card's held-out
+    metric and value, or None), ``folder``. A folder whose card does not validate is listed with
+    its ``error`` instead. Reads the cards only (no weights)."""
+    records, seen = [], set()
+    for root in _search_roots():
+        if not root.is_dir():
+            continue
+        for folder in sorted(p for p in root.iterdir() if (p / CARD_FILE).is_file()):
+            if folder.name in seen:  # an earlier root shadows it, as in resolve_prior
+                continue
+            seen.add(folder.name)
+            try:
+                card = read_card(folder)
+            except (OSError, ValueError) as err:
+                records.append({"name": folder.name, "folder": str(folder), "error": str(err)})
+                continue
+            arch = card.get("architecture") or {}
+            shape = arch.get("shape") or ([arch[k] for k in ("features", "dim") if k in arch][:1] or None)
+            metrics = card.get("metrics") or {}
+            key = next((k for k in ("test_nll_gap_nats", "test_nll_gap_nats_per_map", "test_nll_per_map",
+                                    "val_nll_per_map") if metrics.get(k) is not None), None)
+            records.append({
+                "name": folder.name, "kind": card.get("kind"), "shape": shape,
+                "context": (card.get("context") or {}).get("names"),
+                "metric": None if key is None else {key: metrics[key]}, "folder": str(folder),
+            })
+    return records
 
+
+def _read(folder: Path, expected_kind: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """(network with weights loaded in the stored dtype, card), checked by the checkpoint module."""
     ckpt = load_checkpoint(folder, expected_kind=expected_kind)
     return ckpt.model, dict(ckpt.card)
 
 
-_SAFETENSORS_FLOATS = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
-                       "BF16": torch.bfloat16}
-
-
-def _stored_dtype(folder: Path) -> torch.dtype | None:
-    """The floating dtype of the stored weights (None if mixed): networks are rebuilt in the
-    default dtype, so a float64 prior would otherwise come back as float32."""
-    import json
-
-    # the header was validated by load_checkpoint already; this only reads its JSON
-    with open(folder / "weights.safetensors", "rb") as fh:
-        n = int.from_bytes(fh.read(8), "little")
-        header = json.loads(fh.read(n))
-    kinds = {v.get("dtype") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
-    floats = {_SAFETENSORS_FLOATS[k] for k in kinds if k in _SAFETENSORS_FLOATS}
-    return floats.pop() if len(floats) == 1 else None
-
-
 def load_prior(name_or_path: str | os.PathLike, device=None, dtype: torch.dtype | None = None,
                *, noise: bool | float = False) -> FlowPrior | LatentVariablePrior:
-    """Load a prior by name (``models/<name>``) or folder path.
+    """Load a prior by name (``$BAYESSKY_MODELS/<name>``, then the shipped ``<name>``) or folder path.
 
     Arguments:
         name_or_path: a shipped prior's name or a folder with ``weights.safetensors`` + ``card.json``.
@@ -329,10 +346,8 @@ def load_prior(name_or_path: str | os.PathLike, device=None, dtype: torch.dtype 
     device = _check_device(device)
     dtype = _check_dtype(dtype)
     folder = resolve_prior(name_or_path)
+    # load_checkpoint builds the network in the stored dtype (a float64 prior stays float64)
     net, card = _read(folder)
-    if dtype is None:
-        stored = _stored_dtype(folder)
-        dtype = stored if stored not in (None, net_dtype(net)) else None
     net.eval()
     net.requires_grad_(False)
     if device is not None or dtype is not None:
@@ -344,11 +359,6 @@ def load_prior(name_or_path: str | os.PathLike, device=None, dtype: torch.dtype 
         return LatentVariablePrior(net, card, noise=noise)
     raise ValueError(f"prior: unknown kind {kind!r} in {str(folder / 'card.json')!r} "
                      f"(known: {', '.join(FLOW_KINDS + LATENT_KINDS)})")
-
-
-def net_dtype(net: torch.nn.Module) -> torch.dtype | None:
-    p = _first_param(net)
-    return None if p is None else p.dtype
 
 
 _KIND_OF_CLASS = {"Glow": "glow", "ConditionalGlow": "cglow", "MAF": "maf", "MapMAF": "maf",
@@ -368,8 +378,6 @@ def save_prior(prior_or_net, folder: str | os.PathLike, card_extras: Mapping | N
         transform: data transform (physical -> network), overriding the prior's.
         context_names: names of the conditioning values (default: the prior's, or c0, c1, ...).
     """
-    from ..data.transforms import transform_to_config
-    from ..train.checkpoint import save_checkpoint
 
     if isinstance(prior_or_net, _PriorBase):
         net = prior_or_net.net
@@ -384,7 +392,7 @@ def save_prior(prior_or_net, folder: str | os.PathLike, card_extras: Mapping | N
     if kind not in FLOW_KINDS + LATENT_KINDS:
         raise ValueError(f"kind: cannot tell the kind of {type(net).__name__}; pass kind= "
                          f"({', '.join(FLOW_KINDS + LATENT_KINDS)})")
-    transform = _as_transform(transform)
+    transform = as_transform(transform)
     card["kind"] = kind
     card["architecture"] = net.architecture
     card["transform"] = transform_to_config(transform) if transform is not None else []

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage, stats
 
-from bayessky.physics import blobs
+from bayessky.families import blobs
 
 
 def peaks(img, floor=1e-3):

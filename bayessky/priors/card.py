@@ -1,6 +1,6 @@
 """Model cards: the JSON that travels with every trained prior (schema ``bayessky-prior-v1``).
 
-The schema is documented in :mod:`bayessky.train.checkpoint`. Only ``kind`` and
+The schema is documented in :mod:`bayessky.priors.checkpoint`. Only ``kind`` and
 ``architecture`` must be supplied; :func:`complete_card` fills the rest with defaults.
 Non-finite metric values are stored as ``null`` so the file stays strict JSON.
 """
@@ -58,7 +58,7 @@ def make_card(kind: str, architecture: Mapping, *, transform=None, context: Mapp
               metrics: Mapping | None = None, **extra) -> dict:
     """Build and validate a complete card; ``transform`` may be a Transform or a config list."""
     if transform is not None and not isinstance(transform, (list, tuple)):
-        from ..data.transforms import transform_to_config
+        from ..distributions.transforms import transform_to_config
 
         transform = transform_to_config(transform)
     card = {"kind": kind, "architecture": dict(architecture), "transform": list(transform or []),
@@ -69,7 +69,7 @@ def make_card(kind: str, architecture: Mapping, *, transform=None, context: Mapp
 
 def validate_card(card, name: str = "card") -> dict:
     """Check a card against the schema; one-line ``ValueError`` naming the first bad field."""
-    from .registry import NETWORKS
+    from ..nn.registry import NETWORKS
 
     if not isinstance(card, Mapping):
         raise ValueError(f"{name}: expected a JSON object, got {type(card).__name__}")
@@ -84,7 +84,7 @@ def validate_card(card, name: str = "card") -> dict:
     transform = card.get("transform", [])
     if not isinstance(transform, list):
         raise ValueError(f"{name}: transform must be a list of transform configs, got {transform!r:.60}")
-    from ..data.transforms import transform_from_config
+    from ..distributions.transforms import transform_from_config
 
     try:
         transform_from_config(transform)

@@ -13,18 +13,11 @@ import torch
 from safetensors.torch import save_file
 from test_train_standin import AffineFlow
 
-from bayessky.train.card import CARD_FORMAT, make_card, validate_card
-from bayessky.train.checkpoint import (
-    CARD_FILE,
-    WEIGHTS_FILE,
-    atomic_write,
-    load_checkpoint,
-    load_state,
-    read_card,
-    save_checkpoint,
-    save_state,
-)
-from bayessky.train.registry import build_network, register_network
+from bayessky._atomic import atomic_write
+from bayessky.nn.registry import build_network, register_network
+from bayessky.priors.card import CARD_FORMAT, make_card, validate_card
+from bayessky.priors.checkpoint import CARD_FILE, WEIGHTS_FILE, load_checkpoint, read_card, save_checkpoint
+from bayessky.train.checkpoint import load_state, save_state
 
 
 @pytest.fixture(autouse=True)
@@ -266,7 +259,7 @@ def test_registry(tmp_path, monkeypatch):
     with pytest.raises(ValueError) as info:
         build_network("resnet", {})
     assert "known:" in _one_line(info)
-    from bayessky.train.registry import NETWORKS
+    from bayessky.nn.registry import NETWORKS
 
     monkeypatch.setitem(NETWORKS, "ghost", NETWORKS["glow"].__class__("bayessky.nn.ghost:Ghost"))
     with pytest.raises(ImportError) as info:
@@ -289,7 +282,7 @@ def test_registry(tmp_path, monkeypatch):
 ])
 def test_real_networks_round_trip(tmp_path, kind, kwargs):
     # the real bayessky.nn classes: card architecture -> same tensors; outputs identical after reload
-    from bayessky.train.registry import network_class
+    from bayessky.nn.registry import network_class
 
     try:
         cls = network_class(kind, dict(kwargs))

@@ -9,7 +9,7 @@ import scipy.stats
 import torch
 from pyro.distributions import Normal, TransformedDistribution
 
-from bayessky.data.transforms import (
+from bayessky.distributions.transforms import (
     Log10Transform,
     SignedLogTransform,
     StandardiseTransform,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy import stats
 
-from bayessky.physics import dust_toy
+from bayessky.families import dust_toy
 
 
 def ref_spectrum(n):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from bayessky.physics import hi_toy
+from bayessky.families import hi_toy
 
 # ---- independent reference, written from DATASETS.md with explicit loops ----------------------
 
