@@ -47,7 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _dust_common as dc  # noqa: E402
 
-from bayessky._atomic import atomic_path  # noqa: E402
+from bayessky.atomic import atomic_path  # noqa: E402
 from bayessky.families import dust_toy  # noqa: E402
 
 THRESHOLDS_G = np.linspace(-2.0, 2.5, 10)  # Minkowski levels in units of the Gaussian field g

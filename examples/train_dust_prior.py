@@ -421,7 +421,7 @@ def main(argv=None) -> None:
         flush=True,
     )
 
-    from bayessky._atomic import write_json
+    from bayessky.atomic import write_json
 
     path = out / "card.json"
     card_json = json.loads(path.read_text())

@@ -139,7 +139,7 @@ def main(argv=None) -> None:
     card_json = json.loads(path.read_text())
     card_json["metrics"].update({"test_nll_exact": exact, "test_nll_learned": learned,
                                  "test_nll_gap_nats": learned - exact, "n_parameters": n_params})
-    from bayessky._atomic import write_json
+    from bayessky.atomic import write_json
 
     write_json(path, card_json)
     del result

@@ -1,10 +1,10 @@
-"""bayessky._atomic.atomic_path: the target changes only when the writer finished; no temporary
+"""bayessky.atomic.atomic_path: the target changes only when the writer finished; no temporary
 file survives a failure (checked on the file system, not through the helper)."""
 
 import numpy as np
 import pytest
 
-from bayessky._atomic import atomic_path
+from bayessky.atomic import atomic_path
 
 
 def test_success_replaces_the_target_and_leaves_no_temporary(tmp_path):

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 from test_train_standin import AffineFlow
 
-from bayessky._atomic import atomic_write
+from bayessky.atomic import atomic_write
 from bayessky.nn.registry import build_network, register_network
 from bayessky.priors.card import CARD_FORMAT, make_card, validate_card
 from bayessky.priors.checkpoint import CARD_FILE, WEIGHTS_FILE, load_checkpoint, read_card, save_checkpoint

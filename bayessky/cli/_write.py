@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .._atomic import atomic_path
+from ..atomic import atomic_path
 
 
 def write_netcdf(idata, path: str | os.PathLike) -> Path:
-    """``idata.to_netcdf`` through :func:`bayessky._atomic.atomic_path`."""
+    """``idata.to_netcdf`` through :func:`bayessky.atomic.atomic_path`."""
     with atomic_path(path) as tmp:
         idata.to_netcdf(str(tmp))
     return Path(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._atomic import atomic_path
+from ..atomic import atomic_path
 from . import CLIError, parse_device
 from ._write import check_out_file
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_path
+from ..atomic import atomic_path
 from . import CLIError
 from ._write import check_out_file
 
@@ -148,7 +148,7 @@ def simulate(args: argparse.Namespace) -> dict[str, np.ndarray]:
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Atomic write (:func:`bayessky._atomic.atomic_path`)."""
+    """Atomic write (:func:`bayessky.atomic.atomic_path`)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez adds no suffix
         np.savez(f, **arrays)
 

@@ -371,7 +371,7 @@ def _augment(args, cut: bool, square: bool):
 
 # -- command ------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    from .._atomic import write_json
+    from ..atomic import write_json
     from ..data.camels import split_by_simulation
     from ..nn.registry import build_network, network_class, network_spec
     from ..priors.card import validate_card

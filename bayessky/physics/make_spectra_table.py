@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_path
+from ..atomic import atomic_path
 
 __all__ = ["PLANCK2018", "DEFAULT_PATH", "compute_table", "table_from_results", "write_table", "main"]
 

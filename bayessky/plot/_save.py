@@ -7,7 +7,7 @@ from pathlib import Path
 
 import matplotlib
 
-from .._atomic import atomic_path
+from ..atomic import atomic_path
 
 matplotlib.use("Agg", force=False)  # headless by default; an interactive backend set by the user wins
 

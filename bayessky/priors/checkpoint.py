@@ -50,7 +50,7 @@ from typing import NamedTuple
 
 import torch
 
-from .._atomic import atomic_write, write_json
+from ..atomic import atomic_write, write_json
 from ..nn.registry import build_network
 from .card import complete_card, validate_card
 

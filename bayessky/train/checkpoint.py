@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._atomic import atomic_write
+from ..atomic import atomic_write
 from ..priors.checkpoint import read_safetensors, serialise
 
 __all__ = ["save_state", "load_state"]

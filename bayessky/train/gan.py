@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from .._atomic import write_json
+from ..atomic import write_json
 from ..priors.checkpoint import match_state, read_card, save_checkpoint
 from ._common import as_map_data, capture_rng, hardware, model_device_dtype, progress_bar, restore_rng
 from .checkpoint import load_state, save_state

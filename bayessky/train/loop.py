@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import torch
 
-from .._atomic import write_json
+from ..atomic import write_json
 from ..priors.checkpoint import match_state, save_checkpoint
 from ._common import (
     as_map_data,
