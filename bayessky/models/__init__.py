@@ -15,7 +15,9 @@ from types import ModuleType
 __all__ = ["MODELS", "load_model", "describe"]
 
 # name -> module (relative to this package); add a line when you add a model
-MODELS: dict[str, str] = {}
+MODELS: dict[str, str] = {
+    "hi_parameters": ".hi_parameters",
+}
 
 
 def load_model(name: str) -> ModuleType:
