@@ -1,6 +1,6 @@
 """Throughput of bayessky's (conditional) Glow against normflows' Glow, side by side in one run.
 
-Configuration (ANCHORS.md sec. 9, HIGlow's paper setup): 1x64x64 maps, 6 levels x 20 steps, hidden
+Configuration (HIGlow's paper setup, Friedman & Hassan): 1x64x64 maps, 6 levels x 20 steps, hidden
 width 16. normflows 1.7 is built as in its Glow example (``MultiscaleFlow`` of ``GlowBlock`` and
 ``Squeeze`` with per-level ``DiagGaussian`` bases; unconditional, since it has no continuous
 conditioning). bayessky runs ``ConditionalGlow`` (context = (Omega_m, sigma_8), HIGlow's bounds)

@@ -13,7 +13,7 @@ into the card (``metrics``) and next to it (``validation.json``, ``validation.pn
 
 * held-out NLL of the flow against the EXACT dust-toy-v1 NLL of the same maps
   (:func:`bayessky.families.dust_toy.log_density`), in nats per map and per pixel;
-* power spectrum of prior samples vs fresh true maps, per bin (issue 7, item 1: within 10 %);
+* power spectrum of prior samples vs fresh true maps, per bin (target: within 10 %);
 * pixel PDF (KS distance of pooled pixel values, and the fraction of positive pixels);
 * Minkowski functionals V0, V1, V2 at intensity thresholds, mean curves vs the truth's, in units
   of the standard error of the difference and against the truth's per-map 95 % band.
@@ -144,7 +144,8 @@ def minkowski_check(samples: np.ndarray, truth: np.ndarray, thr: np.ndarray) -> 
 
 
 def peak_check(samples: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> dict:
-    """Peaks above ``threshold`` per map and the radial profile of their 21 x 21 stack (seed 003)."""
+    """Peaks above ``threshold`` per map and the radial profile of their 21 x 21 stack (as in Goel's
+    GANs and VAEs thesis, chapter 6)."""
     from bayessky.stats import peak_counts, radial_profile, stacked_peaks
 
     size = min(21, samples.shape[-1] - 1 - (samples.shape[-1] % 2 == 0))

@@ -70,7 +70,7 @@ def test_sample_covariance_matches_dense():
 
 
 def test_rsample_is_the_dataset_recipe():
-    """rsample = real(ifft2(fft2(w) sqrt(S))) with w the torch.randn draw (DATASETS.md recipe)."""
+    """rsample = real(ifft2(fft2(w) sqrt(S))) with w the torch.randn draw (the hi-toy-v1 sampling recipe)."""
     rng = np.random.default_rng(3)
     s = random_symmetric_spectrum(6, 6, rng)
     torch.manual_seed(5)

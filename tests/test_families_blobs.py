@@ -1,4 +1,4 @@
-"""Blob sets of seed 003 chapter 6: profiles, counts by peak finding, amplitude rules."""
+"""Blob sets (Goel, GANs and VAEs thesis, chapter 6): profiles, counts by peak finding, amplitude rules."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Conformance suite that every bayessky prior passes (Pyro's conformance style, STYLE.md).
+"""Conformance suite that every bayessky prior passes (in the style of Pyro's distribution conformance tests).
 
 Each case is a tiny, randomly initialised network of one kind wrapped as a prior with a
 log10 + standardise data transform: Glow, ConditionalGlow, MapMAF (flows, exact density) and a

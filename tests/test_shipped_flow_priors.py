@@ -5,7 +5,7 @@ trained (``examples/train_dust_prior.py``); the maps are regenerated here from t
 exactly as that script drew them. A change of the Glow code, the transforms or the weight loading
 that alters what the shipped files mean shows up as a different number. That is a regression check
 only (the card's number came from the same code); the dust prior is also checked against the exact
-density of the family it imitates, written here from DATASETS.md section 2.
+density of the family it imitates, written here from the dust-toy-v1 specification.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def test_shipped_prior_reproduces_its_card(name):
 
 
 def _exact_dust_log_density(I: np.ndarray) -> np.ndarray:
-    """log p(I) per map under dust-toy-v1, from DATASETS.md section 2 (numpy, float64), in nats
+    """log p(I) per map under dust-toy-v1, from the dust-toy-v1 specification (numpy, float64), in nats
     per map in the units of I: g = (ln I + 0.32) / 0.8 is the periodic Gaussian field with per-mode
     variance S_g (E|fft2(g)_k|^2 = N^2 S_g), and |dg/dI| = 1 / (0.8 I) per pixel."""
     n = I.shape[-1]

@@ -1,4 +1,4 @@
-"""A small conditional Glow trained on hi-toy-v1 at N = 16 against the EXACT likelihood (issue 4).
+"""A small conditional Glow trained on hi-toy-v1 at N = 16 against the EXACT likelihood.
 
 hi-toy-v1's likelihood p(map | Omega_m, sigma_8) is known in closed form, so a trained flow can be
 scored against the truth instead of against itself:

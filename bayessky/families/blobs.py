@@ -1,8 +1,9 @@
-"""Gaussian-blob image sets (seed 003, chapter 6): 1, 10, 50 or 1000 blobs at uniform centres.
+"""Gaussian-blob image sets: 1, 10, 50 or 1000 blobs at uniform centres (S. Goel, "Understanding
+Machine Learning Generative Models - GANs and VAEs", chapter 6).
 
 The four sets test generative priors on point-source-like fields. Each image is a sum of
 circular Gaussian profiles ``a_k exp(-|x - c_k|^2 / (2 sigma^2))`` with centres ``c_k`` uniform
-over the image. The per-set rules of the chapter:
+over the image. The per-set rules of that chapter:
 
 - ``1`` blob: unit amplitude (pixel values in [0, 1]).
 - ``10`` blobs: equal amplitudes, then each image is multiplied by the factor that makes its
@@ -14,7 +15,7 @@ over the image. The per-set rules of the chapter:
 The chapter gives no numbers for the folded Gaussian or the threshold; bayessky reads "a
 threshold was applied" as a detection-style cut: blobs fainter than ``threshold`` (default 0.5,
 which removes 38 % of them) get amplitude 0. The image size (128) follows the chapter's 128 x 128
-images; sigma = 2 px follows DATASETS.md.
+images; sigma = 2 px (about 2 px in the chapter's figures).
 """
 
 from __future__ import annotations

@@ -1,17 +1,39 @@
 """``hi-toy-v1``: log-normal HI-like maps of (Omega_m, sigma_8) with an exact likelihood.
 
-Implements section 1 of DATASETS.md exactly. On an N x N periodic box of side L = 25 Mpc/h,
-``g = log10(map) - 8`` is a stationary Gaussian field with per-mode spectrum (bayessky's
-convention, E|fft2(g)_k|^2 = N^2 S_k)
+A stand-in for CAMELS HI maps: positive, skewed, periodic maps whose statistics depend on
+(Omega_m, sigma_8) through a physical-looking power spectrum. Because log10 of a map is a
+Gaussian field, p(map | Omega_m, sigma_8) is known exactly, so every learned-likelihood
+posterior can be compared with the exact one. This docstring is the specification; the code
+implements it exactly and the tests check it against an independent loop-based numpy version.
 
-    S(k) = sigma_8^2 shape(k) / norm + 0.01,     shape(k) = (|k| / k_f) T(|k| / Gamma)^2,
+Grid. Box L = 25 Mpc/h, N x N pixels (N = 64 by default; 32 and 16 for tests), pixel L / N;
+``k = 2 pi fftfreq(N, L / N)`` per axis (h/Mpc), |k| on the 2-D DFT grid, ``k_f = 2 pi / L``.
 
-with Gamma = 0.6711 Omega_m, k_f = 2 pi / L, the BBKS transfer function T and
-``norm = mean_k shape(k) exp(-(|k| R)^2)`` over all N^2 DFT modes (R = 1 Mpc/h). So the exact
-log-likelihood of a map is the Gaussian-field density of its ``g`` (the parameter-free Jacobian of
+Spectrum. Gamma = 0.6711 Omega_m; BBKS transfer with q = |k| / Gamma,
+
+    T(q) = ln(1 + 2.34 q) / (2.34 q) [1 + 3.89 q + (16.1 q)^2 + (5.46 q)^3 + (6.71 q)^4]^(-1/4),
+    T(0) = 1;   shape(k) = (|k| / k_f) T(|k| / Gamma)^2   (0 at k = 0).
+
+sigma_8 sets the rms at the smoothing scale R = 1 Mpc/h:
+``norm = mean over all N^2 DFT modes of shape(k) exp(-(|k| R)^2)`` and
+
+    S(k) = sigma_8^2 shape(k) / norm + 0.01        (0.01: white-noise variance per pixel),
+
+the per-mode variance in numpy's unnormalised convention, E|fft2(g)_k|^2 = N^2 S(k).
+
+Sampling. ``w ~ N(0, 1)`` iid on N x N; ``g = real(ifft2(fft2(w) sqrt(S)))``; map = 10^(8 + g).
+
+Likelihood. The exact log-likelihood of ``g = log10(map) - 8`` (the parameter-free Jacobian of
 the log is dropped):
 
     log p(g | theta) = -1/2 sum_k |fft2(g)_k|^2 / (N^2 S_k) - 1/2 sum_k log(2 pi S_k).
+
+Prior: Omega_m ~ U(0.1, 0.5), sigma_8 ~ U(0.6, 1.0) (the CAMELS Latin-hypercube box).
+
+Reference figures (N = 64, 30 maps, 40 x 40 grid, exact likelihood): posterior-mean RMSE about
+0.060 (Omega_m) and 0.047 (sigma_8), posterior std about 0.062 and 0.049: the floor a learned
+likelihood can approach and never beat (HIGlow, Friedman & Hassan, "HIGlow: High Fidelity
+Invertible Generative Model for HI Maps", reports 0.058 / 0.065 on CAMELS maps).
 """
 
 from __future__ import annotations
@@ -160,7 +182,7 @@ def distribution(
 def sample(n_maps: int, omega_m, sigma_8, size: int = 64, seed=None, box: float = BOX):
     r"""Draw ``n_maps`` linear maps ``10^(8 + g)``, shape ``(n_maps, size, size)``.
 
-    Recipe (DATASETS.md): ``w ~ N(0, 1)`` iid, ``g = real(ifft2(fft2(w) sqrt(S)))``. The noise is
+    Recipe (module docstring): ``w ~ N(0, 1)`` iid, ``g = real(ifft2(fft2(w) sqrt(S)))``. The noise is
     ``numpy.random.default_rng(seed).standard_normal((n_maps, size, size))`` when ``seed`` is an
     int, None or a numpy Generator (the same seed gives the same maps for numpy or torch
     parameters), or ``torch.randn(..., generator=seed)`` when ``seed`` is a ``torch.Generator``.

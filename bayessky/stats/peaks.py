@@ -87,11 +87,12 @@ def peak_counts(maps, thresholds, *, differential: bool = False, periodic: bool 
 
 
 def stacked_peaks(maps, size: int = 21, threshold: float | None = None, *, periodic: bool = True):
-    """Mean of ``size x size`` cut-outs centred on every peak of every map (seed 003, ch. 6).
+    """Mean of ``size x size`` cut-outs centred on every peak of every map (the stacked-peak
+    statistic of Goel, "Understanding Machine Learning Generative Models - GANs and VAEs", ch. 6).
 
     Arguments:
         maps: (ny, nx) or (..., ny, nx); peaks of all maps are stacked together.
-        size: odd side of the cut-out in pixels (21 in seed 003).
+        size: odd side of the cut-out in pixels (21 in that chapter).
         threshold: keep peaks with height > threshold (all if None).
         periodic: cut-outs wrap around the edges; otherwise peaks whose cut-out would leave the
             map are skipped.
