@@ -1,4 +1,5 @@
-"""dust-toy-v1 against an independent numpy implementation of the dust-toy-v1 specification in bayessky.families.dust_toy's docstring."""
+"""dust-toy-v1 against an independent numpy implementation of the dust-toy-v1
+specification in bayessky.families.dust_toy's docstring."""
 
 import math
 

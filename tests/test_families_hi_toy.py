@@ -1,4 +1,5 @@
-"""hi-toy-v1 against an independent plain-numpy implementation of the hi-toy-v1 specification in bayessky.families.hi_toy's docstring."""
+"""hi-toy-v1 against an independent plain-numpy implementation of the hi-toy-v1
+specification in bayessky.families.hi_toy's docstring."""
 
 import math
 
@@ -192,7 +193,8 @@ def test_empirical_mode_variance_chi_square():
 
 
 def test_reference_figure_grid_posterior_std():
-    """hi-toy-v1 reference figures: exact grid posterior std about 0.062 (Omega_m) and 0.049 (sigma_8) at N = 64."""
+    """hi-toy-v1 reference figures: exact grid posterior std about 0.062 (Omega_m) and 0.049
+    (sigma_8) at N = 64."""
     rng = np.random.default_rng(0)
     om, s8 = hi_toy.sample_prior(8, rng)
     maps = hi_toy.sample(8, om, s8, size=64, seed=rng)

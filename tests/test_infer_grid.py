@@ -1,6 +1,6 @@
 """Grid engine: the hi-toy exact likelihood on a grid vs an independent numpy implementation of
-the hi-toy-v1 specification (bayessky.families.hi_toy); GridPosterior quadrature, credible regions and sampling vs closed forms and
-brute force; stacks of maps; one-line errors."""
+the hi-toy-v1 specification (bayessky.families.hi_toy); GridPosterior quadrature, credible regions
+and sampling vs closed forms and brute force; stacks of maps; one-line errors."""
 
 import numpy as np
 import pyro
@@ -23,7 +23,7 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-# -- independent numpy implementation of hi-toy-v1's exact log-likelihood (the hi-toy-v1 specification (bayessky.families.hi_toy)) --
+# -- independent numpy implementation of hi-toy-v1's exact log-likelihood (bayessky.families.hi_toy's spec) --
 def np_hi_toy_loglik(maps, omega_m, sigma_8, box=25.0):
     """log p(g | Omega_m, sigma_8) for linear maps (..., N, N); scalar parameters."""
     g = np.log10(maps) - 8.0

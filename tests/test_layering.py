@@ -158,8 +158,8 @@ def _private_crossings(path: Path, module: str | None, root: Path) -> list[str]:
             if not same_pkg and not (helper and inside_bayessky):
                 bad.append(f"{path.relative_to(root)}:{line}: imports private module {target}")
         for name in names:
-            if name.startswith("_") and not name.startswith("__") and not same_pkg and not (target == "bayessky" and inside_bayessky
-                                                                 and name in ROOT_HELPERS):
+            helper = target == "bayessky" and inside_bayessky and name in ROOT_HELPERS
+            if name.startswith("_") and not name.startswith("__") and not same_pkg and not helper:
                 bad.append(f"{path.relative_to(root)}:{line}: imports private name {target}.{name}")
     return bad
 

@@ -182,7 +182,8 @@ def test_gradient_penalty_matches_finite_differences():
 
 
 def test_critic_matches_cosmikyu_table_at_128():
-    # Goel's GANs and VAEs thesis, Table I: N = 5 input components, 128x128; conv4x4 stride 2 widths 64..1024 + linear
+    # Goel's GANs and VAEs thesis, Table I: N = 5 input components, 128x128;
+    # conv4x4 stride 2 widths 64..1024 + linear
     critic = Critic((5, 128, 128), width=64)
     shapes, x = [], torch.zeros(1, 5, 128, 128)
     for layer in critic.net:
