@@ -270,3 +270,13 @@ def test_exact_likelihood_grid_over_the_prior_box_is_finite():
     s8 = torch.linspace(0.6, 1.0, 9, dtype=torch.float64)
     ll = hi_toy.log_likelihood(maps, om[:, None], s8[None, :])
     assert ll.shape == (9, 9, 2) and torch.isfinite(ll).all()
+
+
+def test_old_physics_names_are_aliases_of_the_families():
+    import bayessky.families as families
+    import bayessky.physics as physics
+
+    for name in ("hi_toy", "dust_toy", "blobs"):
+        assert getattr(physics, name) is getattr(families, name)
+    with pytest.raises(AttributeError):
+        physics.no_such_family  # noqa: B018
