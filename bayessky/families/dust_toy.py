@@ -1,6 +1,6 @@
 """``dust-toy-v1``: log-normal dust-like intensity maps, masks and the noisy observation model.
 
-Implements section 2 of DATASETS.md exactly. On an N x N periodic grid of unit pixels, with
+The specification of the family, implemented exactly. On an N x N periodic grid of unit pixels, with
 ``kappa = sqrt(kx^2 + ky^2)``, ``kx, ky = fftfreq(N) * N`` (cycles per box),
 
     S_g(k) = c (kappa^2 + 4)^(-1.4),   c such that mean_k S_g = 1 (unit pixel variance),
@@ -24,7 +24,8 @@ from ..distributions.likelihoods import MapNormal
 from ..sky import operators as _ops
 
 __all__ = [
-    "VERSION", "SLOPE", "AMPLITUDE", "OFFSET", "NOISE_SIGMA", "spectrum", "distribution", "intensity",
+    "VERSION", "SLOPE", "AMPLITUDE", "OFFSET", "NOISE_SIGMA", "spectrum", "intensity_spectrum",
+    "distribution", "intensity",
     "log_intensity_to_g", "sample", "point_source_mask", "strip_mask", "observe", "log_prior_g",
     "log_density", "model",
 ]
@@ -54,6 +55,24 @@ def spectrum(n: int = 64) -> np.ndarray:
     kappa2 = kf[:, None] ** 2 + kf[None, :] ** 2
     s = (kappa2 + 4.0) ** SLOPE
     return s / s.mean()
+
+
+def intensity_spectrum(n: int = 64, amplitude: float = AMPLITUDE) -> np.ndarray:
+    r"""Exact per-mode spectrum ``S_I`` (n, n) of the intensity ``I = exp(a g - a^2/2)`` (numpy float64).
+
+    For the unit-variance Gaussian ``g`` of :func:`spectrum`, with correlation
+    ``xi_g(r) = ifft2(S_g)(r)``, the log-normal covariance is ``Cov(I_x, I_y) = exp(a^2 xi_g(x - y)) - 1``
+    (mean 1), so on the periodic grid (numpy's DFT convention of :mod:`bayessky.sky.geometry`)
+
+    .. math:: S_I(k) = \mathrm{fft2}\left[e^{a^2 \xi_g} - 1\right](k).
+
+    ``S_I(0)`` is N_pix times the variance of the map mean (included: a Gaussian prior with this
+    spectrum and mean 1 has exactly the first two moments of I). Non-negative (a Schur-product
+    series of covariances); round-off below zero is clipped.
+    """
+    xi_g = np.real(np.fft.ifft2(spectrum(n)))
+    s = np.real(np.fft.fft2(np.expm1(amplitude**2 * xi_g)))
+    return np.maximum(s, 0.0)
 
 
 def distribution(size: int = 64, *, device=None, dtype: torch.dtype = torch.float64,

@@ -17,6 +17,9 @@ __all__ = ["MODELS", "load_model", "describe"]
 # name -> module (relative to this package); add a line when you add a model
 MODELS: dict[str, str] = {
     "hi_parameters": ".hi_parameters",
+    "dust_inpainting": ".dust_inpainting",
+    "blob_inpainting": ".blob_inpainting",
+    "cmb_lensing": ".cmb_lensing",
 }
 
 

@@ -1,7 +1,7 @@
 """Flat periodic pixel geometry: k / multipole grids, FFT convention, spectra on the grid.
 
-One convention is used throughout bayessky (it is numpy's unnormalised DFT, the one of
-DATASETS.md):
+One convention is used throughout bayessky (it is numpy's unnormalised DFT, the one the synthetic
+families of :mod:`bayessky.families` are specified in):
 
     X_k = sum_x x(x) exp(-i k.x),     E|X_k|^2 = N_pix * S(k),
 
@@ -24,7 +24,7 @@ import torch
 
 from .._validate import as_count, as_tensor, check_finite, check_map, check_positive
 
-__all__ = ["FlatGeometry", "fft2", "ifft2", "rfft2", "irfft2", "ARCMIN", "DEGREE"]
+__all__ = ["FlatGeometry", "fft2", "ifft2", "rfft2", "irfft2", "hartley2", "ARCMIN", "DEGREE"]
 
 
 def _grid_shape(n, name: str, min_side: int = 1) -> tuple[int, int]:
@@ -72,6 +72,18 @@ def rfft2(x: torch.Tensor) -> torch.Tensor:
 def irfft2(xk: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """Inverse of :func:`rfft2`; ``shape`` = (ny, nx) resolves the odd/even ambiguity."""
     return torch.fft.irfft2(xk, s=shape)
+
+
+def hartley2(x: torch.Tensor) -> torch.Tensor:
+    r"""Orthonormal 2-D discrete Hartley transform over the last two axes:
+    ``H x = Re(F x) - Im(F x)`` with ``F = fft2(., norm="ortho")``.
+
+    Real, orthogonal and an involution (``H H = 1``). A circulant with an even per-mode spectrum,
+    ``S(k) = S(-k)``, is diagonal in this real basis: ``C x = H(S * H(x))``; so ``H(sqrt(S) u)``
+    with white ``u`` is a real Gaussian field of spectrum ``S`` (a whitened parametrisation).
+    """
+    X = torch.fft.fft2(x, norm="ortho")
+    return X.real - X.imag
 
 
 class FlatGeometry:
