@@ -2,7 +2,8 @@
 
 Engines: ``nuts``, ``hmc`` (Pyro MCMC; ``backend="fast"`` for batched chains), ``svi``
 (autoguides incl. a normalizing flow), ``map`` (with optional Laplace), ``emcee`` (ensemble) and
-``grid`` (exact grid posterior -> :class:`GridPosterior`); ``summary`` for diagnostics; ``sbc``
+``grid`` (exact grid posterior -> :class:`GridPosterior`); ``potential`` (a model's flat
+unconstrained potential, for samplers of your own); ``summary`` for diagnostics; ``sbc``
 with ``plot_ranks`` / ``plot_coverage`` for calibration.
 """
 
@@ -24,6 +25,8 @@ _EXPORTS = {
     "plot_coverage": ".calibrate",
     "calibrate": ".calibrate",
     "fast_nuts": ".fast_nuts",
+    "potential": ".flat_potential",
+    "Potential": ".flat_potential",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
