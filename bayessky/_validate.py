@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["as_count", "as_tensor", "check_map", "check_finite", "check_range", "check_mask",
-           "check_positive", "unbatched"]
+__all__ = ["as_count", "as_tensor", "check_device", "check_map", "check_finite", "check_range", "check_mask",
+           "check_positive", "device_dtype", "unbatched"]
 
 
 def as_tensor(
@@ -129,3 +129,49 @@ def as_count(value, name: str) -> int:
     if isinstance(value, (float, np.floating)) and not (math.isfinite(value) and float(value).is_integer()):
         raise ValueError(f"{name}: expected a whole number, got {value!r}")
     return int(value)
+
+
+def check_device(device, name: str = "device") -> torch.device | None:
+    """None, or ``device`` as a ``torch.device`` that this machine has.
+
+    torch's own errors come late and unnamed ('gpu' fails inside ``Module.to``, 'cuda' without
+    CUDA deep in a kernel launch); they are refused here by name.
+    """
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{name}: unknown device {device!r} (e.g. 'cpu', 'cuda', 'cuda:0')") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name}: {device!r} requested but CUDA is not available on this machine")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}: {device!r} requested but MPS is not available on this machine")
+    return dev
+
+
+def device_dtype(*sources, device=None, dtype: torch.dtype | None = None) -> tuple[torch.device, torch.dtype]:
+    """Where and in what precision to work: ``device`` / ``dtype`` when given, else those of the
+    first floating tensor among ``sources``.
+
+    A source is a tensor, or a ``torch.nn.Module`` (its first floating parameter, else its first
+    floating buffer); anything else (arrays, plain callables, None) is skipped. Without any
+    floating tensor: the CPU and torch's default dtype.
+    """
+    ref = None
+    for src in sources:
+        if isinstance(src, torch.nn.Module):
+            ref = next((t for t in src.parameters() if t.is_floating_point()), None)
+            if ref is None:
+                ref = next((t for t in src.buffers() if t.is_floating_point()), None)
+        elif isinstance(src, torch.Tensor) and src.is_floating_point():
+            ref = src
+        if ref is not None:
+            break
+    if device is not None:
+        device = torch.device(device)
+    else:
+        device = ref.device if ref is not None else torch.device("cpu")
+    if dtype is None:
+        dtype = ref.dtype if ref is not None else torch.get_default_dtype()
+    return device, dtype

@@ -15,6 +15,8 @@ COMMANDS = {
     "train": "bayessky.cli.train",
     "sample": "bayessky.cli.sample",
     "simulate": "bayessky.cli.simulate",
+    "models": "bayessky.cli.models",
+    "priors": "bayessky.cli.priors",
 }
 
 
@@ -24,15 +26,12 @@ class CLIError(Exception):
 
 def parse_device(text: str):
     """``--device`` as a torch.device that exists here (torch's own errors are tracebacks)."""
-    import torch
+    from .._validate import check_device
 
     try:
-        dev = torch.device(text)
-    except (RuntimeError, TypeError):
-        raise CLIError(f"--device: unknown device {text!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError(f"--device: {text!r} requested but CUDA is not available")
-    return dev
+        return check_device(text, "--device")
+    except ValueError as err:
+        raise CLIError(str(err)) from None
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ import sys
 import numpy as np
 import torch
 
-from . import CLIError
+from . import CLIError, parse_device
 from ._write import check_out_dir
 
 __all__ = ["add_parser", "run"]
@@ -342,15 +342,10 @@ def _required(cls, key: str) -> bool:
 
 
 def _device(spec: str) -> torch.device:
+    """``--device``: ``auto`` (cuda when available) or a device this machine has."""
     if spec == _AUTO:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError:
-        raise CLIError(f"--device: expected cpu, cuda[:i] or auto, got {spec!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device: CUDA is not available on this machine")
-    return dev
+    return parse_device(spec)
 
 
 def _augment(args, cut: bool, square: bool):

@@ -10,7 +10,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 from torch.distributions.transforms import Transform
 
-from .._validate import as_tensor, unbatched
+from .._validate import as_tensor, device_dtype, unbatched
 
 __all__ = ["FlowDistribution"]
 
@@ -48,14 +48,6 @@ def net_context(net) -> tuple[int, list[float] | None, list[float] | None]:
         return [float(a) for a in (v.detach().cpu().reshape(-1) if isinstance(v, torch.Tensor) else v)]
 
     return int(dim or 0), tolist(low), tolist(high)
-
-
-def first_param(net) -> torch.Tensor | None:
-    for p in net.parameters():
-        return p
-    for b in net.buffers():
-        return b
-    return None
 
 
 def as_transform(transform) -> Transform | None:
@@ -145,9 +137,7 @@ class FlowDistribution(TorchDistribution):
         event_shape = torch.Size(self._net_shape[1:] if self._squeeze else self._net_shape)
         self.context_dim, self.context_low, self.context_high = net_context(net)
         self.context_names = list(context_names) if context_names is not None else None
-        p = first_param(net)
-        self._dtype = p.dtype if p is not None else torch.get_default_dtype()
-        self._device = p.device if p is not None else torch.device("cpu")
+        self._device, self._dtype = device_dtype(net)
 
         if context is None:
             if self.context_dim > 0:

@@ -10,8 +10,8 @@ import pyro.distributions as dist
 import torch
 from torch.distributions.transforms import Transform
 
-from .._validate import as_tensor, check_finite
-from .flow import FlowDistribution, as_transform, first_param
+from .._validate import as_tensor, check_finite, device_dtype
+from .flow import FlowDistribution, as_transform
 
 __all__ = ["LatentPrior"]
 
@@ -72,11 +72,7 @@ class LatentPrior:
             raise ValueError(f"noise: expected True, False or a positive sigma, got {noise!r}")
         self.noise = noise
 
-    # -- device and dtype follow the decoder's parameters ----------------------------------
-    def _like(self) -> torch.Tensor:
-        p = first_param(self.decoder) if isinstance(self.decoder, torch.nn.Module) else None
-        return p if p is not None else torch.zeros(())
-
+    # -- device and dtype follow the decoder's parameters (a plain callable: CPU, default dtype)
     def to(self, *args, **kwargs) -> LatentPrior:
         """Move the decoder (and latent flow) like ``torch.nn.Module.to``; returns self."""
         for m in (self.decoder, self.latent_flow):
@@ -88,8 +84,8 @@ class LatentPrior:
         """p(z): N(0, I) with event shape (latent_dim,), or the latent flow's distribution."""
         if self.latent_flow is not None:
             return FlowDistribution(self.latent_flow, context)
-        like = self._like()
-        zero = torch.zeros(self.latent_dim, dtype=like.dtype, device=like.device)
+        device, dtype = device_dtype(self.decoder)
+        zero = torch.zeros(self.latent_dim, dtype=dtype, device=device)
         return dist.Normal(zero, torch.ones_like(zero)).to_event(1)
 
     def _sigma(self, like: torch.Tensor) -> torch.Tensor:
@@ -104,8 +100,8 @@ class LatentPrior:
     def decode_net(self, z: torch.Tensor) -> torch.Tensor:
         """G(z) in network space: (..., C, H, W) for z of shape (..., latent_dim)."""
         if not isinstance(z, torch.Tensor):
-            like = self._like()
-            z = as_tensor(z, "z", dtype=like.dtype, device=like.device)
+            device, dtype = device_dtype(self.decoder)
+            z = as_tensor(z, "z", dtype=dtype, device=device)
         if z.ndim < 1 or z.shape[-1] != self.latent_dim:
             raise ValueError(f"z: expected trailing dimension {self.latent_dim}, got shape {tuple(z.shape)}")
         lead = z.shape[:-1]
@@ -122,8 +118,8 @@ class LatentPrior:
         # Checked here, the user-facing call, and not in decode_net: inside HMC a NaN latent is
         # a divergence for the sampler to reject, not an error. O(latent_dim), not O(map).
         if not isinstance(z, torch.Tensor):
-            like = self._like()
-            z = as_tensor(z, "z", dtype=like.dtype, device=like.device)
+            device, dtype = device_dtype(self.decoder)
+            z = as_tensor(z, "z", dtype=dtype, device=device)
         check_finite(z, "z")
         return self.to_user(self.decode_net(z))
 

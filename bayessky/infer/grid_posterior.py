@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from .._validate import device_dtype
 from ._checks import check_positive
 from ._model import BatchEvaluator
 
@@ -216,13 +217,6 @@ class GridPosterior:
         return f"GridPosterior({ax}, maps={self._w.shape[0]})"
 
 
-def _device_dtype(args, device, dtype):
-    for a in args:
-        if isinstance(a, torch.Tensor) and a.is_floating_point():
-            return (device or a.device), (dtype or a.dtype)
-    return torch.device(device or "cpu"), (dtype or torch.get_default_dtype())
-
-
 def _check_axes(grid_axes) -> dict[str, np.ndarray]:
     if not isinstance(grid_axes, Mapping) or not grid_axes:
         raise ValueError("grid: expected a non-empty dict {site name: 1-D values}")
@@ -305,7 +299,8 @@ def grid(
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         # grid values are cast to it: an integer dtype would silently truncate the axes
         raise TypeError(f"grid: dtype must be a floating torch dtype (e.g. torch.float64), got {dtype!r}")
-    device, dtype = _device_dtype(args, device, dtype)
+    device, dtype = device_dtype(*(a for a in args if isinstance(a, torch.Tensor)), device=device,
+                                 dtype=dtype)
     if stack:
         if not args:
             raise ValueError("grid: stack=True needs the stack of data sets as first argument")

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from .._validate import device_dtype
+
 __all__ = ["Generator", "Critic", "GAN", "gradient_penalty"]
 
 
@@ -210,8 +212,8 @@ class GAN(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
         """``n`` generated maps (n, C, S, S); ``temperature`` scales z."""
-        p = next(self.generator.parameters())
-        return self.generator(temperature * torch.randn(n, self.latent_dim, device=p.device, dtype=p.dtype))
+        device, dtype = device_dtype(self.generator)
+        return self.generator(temperature * torch.randn(n, self.latent_dim, device=device, dtype=dtype))
 
 
 def gradient_penalty(

@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 from torch.distributions import Independent, Normal
 
+from .._validate import device_dtype
+
 __all__ = ["VAE", "fit_latent_flow"]
 
 
@@ -132,8 +134,8 @@ class VAE(nn.Module):
                             f"got {type(flow).__name__}")
         self.latent_flow = flow
         self._latent_flow_kwargs = dict(getattr(flow, "architecture", {}) or {})
-        p = next(self.parameters())
-        flow.to(device=p.device, dtype=p.dtype)
+        device, dtype = device_dtype(self)
+        flow.to(device=device, dtype=dtype)
         return flow
 
     # --- the two halves -------------------------------------------------------------------

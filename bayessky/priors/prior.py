@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from .._validate import as_count, as_tensor
-from ..distributions.flow import FlowDistribution, as_transform, check_temperature, first_param, net_context
+from .._validate import as_count, as_tensor, check_device, device_dtype
+from ..distributions.flow import FlowDistribution, as_transform, check_temperature, net_context
 from ..distributions.latent import LatentPrior
 from ..distributions.transforms import transform_to_config
 from .checkpoint import CARD_FILE, load_checkpoint, read_card, save_checkpoint
@@ -47,7 +47,7 @@ def _context_info(card: Mapping | None, net) -> tuple[list[str] | None, list | N
             None if high is None else [float(v) for v in high])
 
 
-def _context_tensor(context, names: list[str] | None, like: torch.Tensor | None):
+def _context_tensor(context, names: list[str] | None, device, dtype):
     """A context given as a tensor/array (..., d), a sequence of values, or a dict by name."""
     if context is None:
         return None
@@ -67,24 +67,7 @@ def _context_tensor(context, names: list[str] | None, like: torch.Tensor | None)
         # keep autograd links of scalar tensors (e.g. pyro.sample sites) when stacking
         vals = torch.broadcast_tensors(*[as_tensor(v, "context") for v in context])
         return torch.stack(vals, dim=-1)
-    return as_tensor(context, "context", like=like)
-
-
-def _check_device(device) -> torch.device | None:
-    """None or a device torch knows and this machine has ('gpu', or 'cuda' without CUDA, would
-    otherwise fail inside ``Module.to`` with torch's own message)."""
-    if device is None:
-        return None
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"device: not a torch device, got {device!r} (e.g. 'cpu', 'cuda', 'cuda:0')") \
-            from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} requested but CUDA is not available on this machine")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device: {device!r} requested but MPS is not available on this machine")
-    return dev
+    return as_tensor(context, "context", dtype=dtype, device=device)
 
 
 def _check_dtype(dtype) -> torch.dtype | None:
@@ -128,21 +111,20 @@ class _PriorBase:
 
     @property
     def device(self) -> torch.device:
-        p = first_param(self.net)
-        return p.device if p is not None else torch.device("cpu")
+        return device_dtype(self.net)[0]
 
     @property
     def dtype(self) -> torch.dtype:
-        p = first_param(self.net)
-        return p.dtype if p is not None else torch.get_default_dtype()
+        return device_dtype(self.net)[1]
 
     def to(self, device=None, dtype=None):
         """Move the network to ``device`` and/or ``dtype`` (floating); returns self."""
-        self.net.to(device=_check_device(device), dtype=_check_dtype(dtype))
+        self.net.to(device=check_device(device), dtype=_check_dtype(dtype))
         return self
 
     def _context(self, context):
-        return _context_tensor(context, self._names, first_param(self.net))
+        device, dtype = device_dtype(self.net)
+        return _context_tensor(context, self._names, device, dtype)
 
 
 class FlowPrior(_PriorBase):
@@ -228,7 +210,7 @@ class LatentVariablePrior(LatentPrior, _PriorBase):
 
     def to(self, device=None, dtype=None):
         """Move the whole network (decoder, latent flow, critic/encoder) to ``device``/``dtype``."""
-        self.net.to(device=_check_device(device), dtype=_check_dtype(dtype))
+        self.net.to(device=check_device(device), dtype=_check_dtype(dtype))
         return self
 
     @torch.no_grad()
@@ -240,8 +222,8 @@ class LatentVariablePrior(LatentPrior, _PriorBase):
         if self.latent_flow is not None:
             z = FlowDistribution(self.latent_flow, c, temperature=temperature).sample((n,))
         else:
-            like = self._like()
-            z = temperature * torch.randn(n, self.latent_dim, dtype=like.dtype, device=like.device)
+            device, dtype = device_dtype(self.decoder)
+            z = temperature * torch.randn(n, self.latent_dim, dtype=dtype, device=device)
         return self.decode(z)
 
     def __repr__(self) -> str:
@@ -343,7 +325,7 @@ def load_prior(name_or_path: str | os.PathLike, device=None, dtype: torch.dtype 
         frozen and in eval mode.
     """
     # checked before the (slow) read so a typo fails at once, with torch's errors turned into ours
-    device = _check_device(device)
+    device = check_device(device)
     dtype = _check_dtype(dtype)
     folder = resolve_prior(name_or_path)
     # load_checkpoint builds the network in the stored dtype (a float64 prior stays float64)

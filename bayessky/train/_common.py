@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 __all__ = ["MapData", "as_map_data", "capture_rng", "restore_rng", "hardware", "progress_bar",
-           "model_device_dtype", "clone_state"]
+           "clone_state"]
 
 
 class MapData(NamedTuple):
@@ -53,13 +53,6 @@ def as_map_data(data, name: str) -> MapData | None:
         if not torch.isfinite(ctx).all():
             raise ValueError(f"{name}: context contains non-finite values")
     return MapData(maps, ctx)
-
-
-def model_device_dtype(model: torch.nn.Module, device=None):
-    p = next(iter(model.parameters()), None)
-    dev = torch.device(device) if device is not None else (p.device if p is not None else torch.device("cpu"))
-    dtype = p.dtype if p is not None else torch.get_default_dtype()
-    return dev, dtype
 
 
 def clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

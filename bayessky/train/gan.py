@@ -28,9 +28,10 @@ from pathlib import Path
 
 import torch
 
+from .._validate import device_dtype
 from ..atomic import write_json
 from ..priors.checkpoint import match_state, read_card, save_checkpoint
-from ._common import as_map_data, capture_rng, hardware, model_device_dtype, progress_bar, restore_rng
+from ._common import as_map_data, capture_rng, hardware, progress_bar, restore_rng
 from .checkpoint import load_state, save_state
 from .loop import STATE_FILE, TrainResult
 
@@ -83,7 +84,7 @@ def _noise(n: int, dim: int, gen: torch.Generator, dev, dtype) -> torch.Tensor:
 @torch.no_grad()
 def wasserstein_estimate(gan, maps: torch.Tensor, *, seed: int = 0, batch_size: int = 256) -> float:
     """``mean D(maps) - mean D(G(z))`` with ``len(maps)`` noise draws from ``seed`` (eval mode)."""
-    dev, dtype = model_device_dtype(gan)
+    dev, dtype = device_dtype(gan)
     gen = torch.Generator().manual_seed(seed)
     was = gan.training
     gan.eval()
@@ -126,7 +127,7 @@ def fit_wgan_gp(
     val = as_map_data(val, "val")
     if train.context is not None:
         raise ValueError("train: the WGAN-GP trainer is unconditional, got a context")
-    dev, dtype = model_device_dtype(gan, device)
+    dev, dtype = device_dtype(gan, device=device)
     g_net, d_net, dim = gan.generator, gan.critic, int(gan.latent_dim)
     opt_g = torch.optim.Adam(g_net.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(d_net.parameters(), lr=cfg.lr, betas=cfg.betas)

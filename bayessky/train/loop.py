@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import torch
 
+from .._validate import device_dtype
 from ..atomic import write_json
 from ..priors.checkpoint import match_state, save_checkpoint
 from ._common import (
@@ -37,7 +38,6 @@ from ._common import (
     capture_rng,
     clone_state,
     hardware,
-    model_device_dtype,
     progress_bar,
     restore_rng,
 )
@@ -124,7 +124,7 @@ def evaluate(model: torch.nn.Module, data, objective: str | Objective = "nll", *
     """
     objective = objective_for(objective)
     data = as_map_data(data, "data")
-    dev, dtype = model_device_dtype(model, device)
+    dev, dtype = device_dtype(model, device=device)
     was = model.training
     model.eval()
     total = 0.0
@@ -193,7 +193,7 @@ def fit(
     train = as_map_data(train, "train")
     val = as_map_data(val, "val")
     test = as_map_data(test, "test")
-    dev, dtype = model_device_dtype(model, device)
+    dev, dtype = device_dtype(model, device=device)
     n_pix = int(train.maps[0].numel())
     for nm, d in (("val", val), ("test", test)):
         if d is not None and tuple(d.maps.shape[1:]) != tuple(train.maps.shape[1:]):
