@@ -1,8 +1,9 @@
 """``bayessky demo``: Omega_m and sigma_8 from one simulated HI map, learned vs exact posterior.
 
 The main job on shipped defaults: simulate a hi-toy-v1 map at a known (Omega_m, sigma_8), infer
-the parameters with the shipped conditional Glow likelihood (``models/hi-cglow-32``) by the grid
+the parameters with the shipped conditional Glow likelihood (the prior ``hi-cglow-32``) by the grid
 engine and a short NUTS run, and compare with the exact posterior (hi-toy's likelihood is known).
+The model is the packaged :mod:`bayessky.models.hi_parameters` (``bayessky run hi_parameters``).
 Writes posterior.nc (grid posterior draws), posterior_nuts.nc, summary.csv and corner.png
 (truth marked, exact-posterior contours overlaid).
 """
@@ -36,13 +37,6 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _script():
-    """The shipped model script inference/hi_parameters.py (the same one `bayessky run` uses)."""
-    from .run import load_script
-
-    return load_script(Path(__file__).resolve().parents[2] / "inference" / "hi_parameters.py")
-
-
 def _scalar(value) -> float:
     """A one-map grid statistic (shape (1,) or ()) as a float."""
     import numpy as np
@@ -58,11 +52,13 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import infer, load_prior
     from ..families import hi_toy
+    from ..models import hi_parameters
     from ..plot import corner
     from . import CLIError
 
     t0 = time.time()
-    checks = (("--omega-m", args.omega_m, (0.1, 0.5)), ("--sigma-8", args.sigma_8, (0.6, 1.0)))
+    box = hi_parameters.BOUNDS
+    checks = (("--omega-m", args.omega_m, box["Omega_m"]), ("--sigma-8", args.sigma_8, box["sigma_8"]))
     for name, v, (lo, hi) in checks:
         if not lo < v < hi:
             raise CLIError(f"{name}: must lie inside the prior box ({lo}, {hi}), got {v}")
@@ -70,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
     size = prior.card.get("data", {}).get("size") or prior.net.architecture["shape"][-1]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    script = _script()
     truth = {"Omega_m": args.omega_m, "sigma_8": args.sigma_8}
     data = torch.as_tensor(hi_toy.sample(1, truth["Omega_m"], truth["sigma_8"], size=size, seed=args.seed)[0],
                            dtype=torch.float32, device=args.device)
@@ -78,11 +73,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"bayessky demo: simulated a {size}x{size} hi-toy-v1 map at Omega_m={truth['Omega_m']}, "
           f"sigma_8={truth['sigma_8']} (seed {args.seed})")
 
-    axes = script.grid(args.grid_size)
+    axes = hi_parameters.grid(args.grid_size)
     t = time.time()
-    learned = infer.grid(script.model, data, grid=axes, flow=args.prior)
+    learned = infer.grid(hi_parameters.model, data, grid=axes, flow=args.prior)
     t_grid = time.time() - t
-    exact = infer.grid(script.model, data.double(), grid=axes, likelihood="exact")
+    exact = infer.grid(hi_parameters.model, data.double(), grid=axes, likelihood="exact")
     idata = learned.to_inference_data(4000, seed=0, jitter=True)
     exact_idata = exact.to_inference_data(4000, seed=1, jitter=True)
     write_netcdf(idata, out / "posterior.nc")
@@ -103,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(1)
         start = {k: _scalar(learned.mean[k]) for k in axes}
         try:
-            nuts = infer.nuts(script.model, data, flow=args.prior, num_samples=args.nuts_samples,
+            nuts = infer.nuts(hi_parameters.model, data, flow=args.prior, num_samples=args.nuts_samples,
                               warmup_steps=args.nuts_warmup, num_chains=1, seed=args.seed,
                               init_strategy=start, dense_mass=True, progress_bar=True)
         finally:

@@ -1,11 +1,16 @@
-"""``bayessky run SCRIPT --data FILE``: run a Pyro model script with an engine, write the outputs.
+"""``bayessky run MODEL --data FILE``: run a Pyro model with an engine, write the outputs.
 
-A model script defines ``model(data, **options)`` (a Pyro model observing ``data``), and may
-define ``guide`` (for SVI), ``grid`` (a dict of axes, or a function of the options returning one,
-for the grid engine), ``DEFAULTS`` (engine settings, e.g. ``{"engine": "grid", "num_samples": 500}``)
-and ``MAP_SITE`` (the name of the site holding the reconstructed map, for map-level inference).
+MODEL is a packaged model's name (``bayessky models`` lists them, e.g. ``hi_parameters``) or a
+model script (.py, e.g. a copy of ``inference/hi_parameters.py`` you edited). Either defines
+``model(data, **options)`` (a Pyro model observing ``data``), and may define ``guide`` (for
+SVI), ``grid`` (a dict of axes, or a function of the options returning one, for the grid engine),
+``DEFAULTS`` (engine settings, e.g. ``{"engine": "grid", "num_samples": 500}``) and ``MAP_SITE``
+(the name of the site holding the reconstructed map, for map-level inference).
 ``--set key=value`` values are parsed as Python literals; keys that are engine settings go to the
 engine, the others to ``model`` as options.
+
+    bayessky run hi_parameters --data maps.npy --engine grid
+    bayessky run my_model.py --data maps.npy --engine nuts --set num_samples=500
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import numpy as np
 from . import CLIError, parse_device
 from ._write import check_out_dir, write_csv, write_netcdf
 
-__all__ = ["add_parser", "run", "load_script", "run_script"]
+__all__ = ["add_parser", "run", "load_script", "load_model_or_script", "run_script"]
 
 ENGINES = ("nuts", "hmc", "svi", "map", "grid", "emcee")
 # settings accepted by each engine front end in bayessky.infer (the rest go to the model)
@@ -40,9 +45,10 @@ ENGINE_KEYS = {
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("run", help="run a model script on data with an inference engine",
+    p = sub.add_parser("run", help="run a packaged model or a model script on data with an engine",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("script", help="model script (.py) defining model(data, **options)")
+    p.add_argument("script", metavar="MODEL", help="a packaged model's name (see 'bayessky models') "
+                   "or a model script (.py) defining model(data, **options)")
     p.add_argument("--data", required=True, help="map(s): .npy, .npz or FITS; a stack gives one "
                    "posterior per map")
     p.add_argument("--mask", help="mask file (1 = observed, 0 = masked), same formats")
@@ -91,6 +97,25 @@ def load_script(path: str | Path):
     if not callable(getattr(module, "model", None)):
         raise CLIError(f"script: {path.name} does not define a function 'model(data, **options)'")
     return module
+
+
+def load_model_or_script(spec: str | Path):
+    """A packaged model (``spec`` a key of :data:`bayessky.models.MODELS`) or a model script (a path).
+
+    A packaged model's name wins over a file of that name in the working folder (write
+    ``./NAME`` for the file); anything else is a one-line error naming the packaged models.
+    """
+    from ..models import MODELS, load_model
+
+    text = str(spec)
+    if text in MODELS:
+        return load_model(text)
+    if Path(text).is_file():
+        return load_script(text)
+    known = ", ".join(sorted(MODELS)) or "none"
+    if text.endswith(".py") or "/" in text or "\\" in text:
+        raise CLIError(f"script: no such file {text!r} (or give a packaged model: {known})")
+    raise CLIError(f"model: {text!r} is neither a packaged model ({known}) nor a model script (.py)")
 
 
 def _load_array(path: str, name: str, key: str | None = None) -> np.ndarray:
@@ -208,7 +233,7 @@ def _check_device(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    module = load_script(args.script)
+    module = load_model_or_script(args.script)
     defaults = dict(getattr(module, "DEFAULTS", {}) or {})
     sets = parse_sets(args.set)
     engine = args.engine or sets.pop("engine", None) or defaults.pop("engine", "nuts")
