@@ -1,7 +1,7 @@
-"""Glow building blocks: squeeze, periodic padding, 1x1 convolutions, ActNorm, the LU weight.
-
-Every invertible layer maps data -> latent in ``forward(x) -> (y, log|det dy/dx|)`` and back in
-``inverse(y) -> (x, log|det dx/dy|)``; log-determinants have shape (batch,) and are in nats.
+"""Glow building blocks: squeeze, periodic padding, 1x1 convolutions, ActNorm's data-dependent
+initialisation and the LU weight (Kingma & Dhariwal 2018, https://arxiv.org/abs/1807.03039, sec. 3).
+:class:`bayessky.nn.glow.FlowSteps` fuses ActNorm and the 1x1 convolution of each step into one
+convolution from these functions.
 
 Memory layout, and why: the flow state (the map being transformed) stays NCHW-contiguous, so the
 halves of a coupling, x[:, :C/2] and x[:, C/2:], are long contiguous runs and the element-wise
@@ -14,11 +14,10 @@ also where the periodic padding and the context channels are written.
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["squeeze", "unsqueeze", "circular_pad", "conv_input", "conv1x1", "ActNorm", "actnorm_statistics",
-           "InvConv1x1", "lu_factors", "lu_weight", "lu_weight_inverse", "random_lu"]
+__all__ = ["squeeze", "unsqueeze", "circular_pad", "conv_input", "conv1x1", "actnorm_statistics",
+           "lu_factors", "lu_weight", "lu_weight_inverse", "random_lu"]
 
 
 def squeeze(x: torch.Tensor) -> torch.Tensor:
@@ -113,65 +112,6 @@ def actnorm_statistics(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor
     return log_scale, -mean * torch.exp(log_scale)
 
 
-class ActNorm(nn.Module):
-    r"""Per-channel affine map with data-dependent initialisation (Kingma & Dhariwal 2018, sec. 3.1).
-
-    .. math:: y_{c} = x_{c}\, e^{s_c} + b_c, \qquad \log|\det J| = H W \sum_c s_c .
-
-    On the first ``forward`` in training mode, ``s`` and ``b`` are set from that batch so that its
-    output has zero mean and unit (biased) variance per channel. The ``initialized`` buffer is saved
-    in the state dict, so loading trained weights never re-runs the initialisation.
-
-    References:
-        Glow: Generative Flow with Invertible 1x1 Convolutions (Kingma & Dhariwal, 2018),
-        https://arxiv.org/abs/1807.03039
-
-    Arguments:
-        channels: number of channels C.
-        eps: floor added to the batch standard deviation at initialisation.
-
-    Example:
-        >>> a = ActNorm(3)
-        >>> y, ld = a(torch.randn(8, 3, 4, 4) * 5 + 2)
-        >>> bool(a.initialized), ld.shape
-        (True, torch.Size([8]))
-    """
-
-    def __init__(self, channels: int, eps: float = 1e-6):
-        super().__init__()
-        self.log_scale = nn.Parameter(torch.zeros(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.register_buffer("initialized", torch.tensor(False))
-        self.eps = eps
-
-    @torch.no_grad()
-    def initialize(self, x: torch.Tensor) -> None:
-        """Set ``s, b`` from the batch ``x`` (B, C, H, W) and mark the layer initialised."""
-        log_scale, bias = actnorm_statistics(x, self.eps)
-        self.log_scale.copy_(log_scale)
-        self.bias.copy_(bias)
-        self.initialized.fill_(True)
-
-    def maybe_initialize(self, x: torch.Tensor) -> None:
-        # a Python bool of a CPU buffer is free; on CUDA it syncs once per layer per call, so the
-        # check is skipped outside training where no initialisation can happen
-        if self.training and not bool(self.initialized):
-            self.initialize(x)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.maybe_initialize(x)
-        s = self.log_scale.view(1, -1, 1, 1)
-        y = torch.addcmul(self.bias.view(1, -1, 1, 1), x, torch.exp(s))
-        ld = (self.log_scale.sum() * (x.shape[2] * x.shape[3])).expand(x.shape[0])
-        return y, ld
-
-    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s = self.log_scale.view(1, -1, 1, 1)
-        x = (y - self.bias.view(1, -1, 1, 1)) * torch.exp(-s)
-        ld = (-self.log_scale.sum() * (y.shape[2] * y.shape[3])).expand(y.shape[0])
-        return x, ld
-
-
 def random_lu(channels: int, dtype: torch.dtype | None = None):
     """LU factors of a random rotation: (perm, lower (strict), upper (strict), sign_s, log|s|)."""
     q = torch.linalg.qr(torch.randn(channels, channels, dtype=torch.float64))[0]
@@ -204,51 +144,3 @@ def lu_weight_inverse(perm, lower, upper, sign_s, log_s) -> torch.Tensor:
     linv = torch.linalg.solve_triangular(lo.to(work), eye, upper=False, unitriangular=True)
     uinv = torch.linalg.solve_triangular(up.to(work), eye, upper=True)
     return (uinv @ linv @ perm.to(work).transpose(-1, -2)).to(lo.dtype)
-
-
-class InvConv1x1(nn.Module):
-    r"""Invertible 1x1 convolution with the LU parametrisation of Glow (sec. 3.2).
-
-    .. math:: W = P\,L\,(U + \mathrm{diag}(\mathrm{sign}(s)\, e^{\log|s|})), \qquad
-              \log|\det J| = H W \sum_c \log|s_c| ,
-
-    with P a fixed permutation, L unit lower-triangular and U strictly upper-triangular. W starts
-    as a random rotation (from torch's global generator).
-
-    References:
-        Glow (Kingma & Dhariwal, 2018), https://arxiv.org/abs/1807.03039
-
-    Arguments:
-        channels: number of channels C.
-
-    Example:
-        >>> conv = InvConv1x1(4)
-        >>> x = torch.randn(2, 4, 3, 3)
-        >>> y, ld = conv(x)
-        >>> torch.allclose(conv.inverse(y)[0], x, atol=1e-5)
-        True
-    """
-
-    def __init__(self, channels: int):
-        super().__init__()
-        perm, lower, upper, sign_s, log_s = random_lu(channels)
-        self.register_buffer("perm", perm)
-        self.register_buffer("sign_s", sign_s)
-        self.lower = nn.Parameter(lower)
-        self.upper = nn.Parameter(upper)
-        self.log_s = nn.Parameter(log_s)
-
-    def weight(self) -> torch.Tensor:
-        """W (C, C): y = W x at every pixel."""
-        return lu_weight(self.perm, self.lower, self.upper, self.sign_s, self.log_s)
-
-    def weight_inverse(self) -> torch.Tensor:
-        return lu_weight_inverse(self.perm, self.lower, self.upper, self.sign_s, self.log_s)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y = conv1x1(x, self.weight())
-        return y, (self.log_s.sum() * (x.shape[2] * x.shape[3])).expand(x.shape[0])
-
-    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = conv1x1(y, self.weight_inverse())
-        return x, (-self.log_s.sum() * (y.shape[2] * y.shape[3])).expand(y.shape[0])
