@@ -240,3 +240,20 @@ def test_two_stage_latent_flow_fits_the_aggregate_posterior():
     assert fitted > std_normal + 2.0, (fitted, gauss, std_normal)
     assert vae.latent_flow is flow and vae.architecture["latent_flow"]["features"] == 3
     assert vae.sample(4).shape == (4, 1, 16, 16)
+
+
+@pytest.mark.parametrize("cls, min_size", [(VAE, 16), (Generator, 8), (Critic, 8)])
+def test_map_shape_check_names_the_smallest_size(cls, min_size):
+    """One check (bayessky.nn.layers.check_square_shape): (C, S, S), S a power of 2 >= min_size."""
+    from bayessky.nn.layers import check_square_shape
+
+    assert check_square_shape([1, min_size, min_size], min_size) == (1, min_size, min_size)
+    assert cls(shape=(2, min_size, min_size)).shape == (2, min_size, min_size)
+    bad = [(1, min_size // 2, min_size // 2), (1, min_size, 2 * min_size), (1, 3 * min_size, 3 * min_size),
+           (0, min_size, min_size)]
+    msg = rf"shape: expected \(C, S, S\) with S a power of 2 >= {min_size}"
+    for shape in bad:
+        with pytest.raises(ValueError, match=msg):
+            cls(shape=shape)
+    with pytest.raises(ValueError, match=r"shape: expected \(channels, height, width\)"):
+        cls(shape=(min_size, min_size))

@@ -9,18 +9,9 @@ import torch
 import torch.nn as nn
 
 from .._validate import device_dtype
+from .layers import check_square_shape
 
 __all__ = ["Generator", "Critic", "GAN", "gradient_penalty"]
-
-
-def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 3:
-        raise ValueError(f"shape: expected (channels, height, width), got {shape}")
-    c, h, w = shape
-    if c < 1 or h != w or h < 8 or h & (h - 1):
-        raise ValueError(f"shape: expected (C, S, S) with S a power of 2 >= 8, got {shape}")
-    return shape
 
 
 def _levels(size: int) -> int:
@@ -88,7 +79,7 @@ class Generator(nn.Module):
         output_bound: float | None = 15.0,
     ):
         super().__init__()
-        self.shape = _check_shape(shape)
+        self.shape = check_square_shape(shape, 8)
         self.latent_dim, self.width, self.norm = int(latent_dim), int(width), norm
         self.output_bound = None if output_bound is None else float(output_bound)
         if norm not in ("batch", "group", "none"):
@@ -147,7 +138,7 @@ class Critic(nn.Module):
 
     def __init__(self, shape: Sequence[int] = (1, 64, 64), width: int = 64):
         super().__init__()
-        self.shape = _check_shape(shape)
+        self.shape = check_square_shape(shape, 8)
         self.width = int(width)
         c, s, _ = self.shape
         layers: list[nn.Module] = []

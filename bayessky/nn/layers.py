@@ -1,5 +1,6 @@
-"""Glow building blocks: squeeze, periodic padding, 1x1 convolutions, ActNorm's data-dependent
-initialisation and the LU weight (Kingma & Dhariwal 2018, https://arxiv.org/abs/1807.03039, sec. 3).
+"""Network building blocks: the VAE's and GAN's map-shape check, and Glow's layers (squeeze,
+periodic padding, 1x1 convolutions, ActNorm's data-dependent initialisation and the LU weight;
+Kingma & Dhariwal 2018, https://arxiv.org/abs/1807.03039, sec. 3).
 :class:`bayessky.nn.glow.FlowSteps` fuses ActNorm and the 1x1 convolution of each step into one
 convolution from these functions.
 
@@ -13,11 +14,25 @@ also where the periodic padding and the context channels are written.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch.nn import functional as F
 
 __all__ = ["squeeze", "unsqueeze", "circular_pad", "conv_input", "conv1x1", "actnorm_statistics",
-           "lu_factors", "lu_weight", "lu_weight_inverse", "random_lu"]
+           "lu_factors", "lu_weight", "lu_weight_inverse", "random_lu", "check_square_shape"]
+
+
+def check_square_shape(shape: Sequence[int], min_size: int) -> tuple[int, int, int]:
+    """A map shape (C, S, S) with S a power of 2 >= ``min_size`` (the VAE's and GAN's
+    convolution stacks halve or double S at every level)."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3:
+        raise ValueError(f"shape: expected (channels, height, width), got {shape}")
+    c, h, w = shape
+    if c < 1 or h != w or h < min_size or h & (h - 1):
+        raise ValueError(f"shape: expected (C, S, S) with S a power of 2 >= {min_size}, got {shape}")
+    return shape
 
 
 def squeeze(x: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import torch.nn as nn
 from torch.distributions import Independent, Normal
 
 from .._validate import device_dtype
+from .layers import check_square_shape
 
 __all__ = ["VAE", "fit_latent_flow"]
 
@@ -17,16 +18,6 @@ __all__ = ["VAE", "fit_latent_flow"]
 def _groups(channels: int, max_groups: int = 8) -> int:
     """Largest divisor of ``channels`` not above ``max_groups`` (GroupNorm needs a divisor)."""
     return max(g for g in range(1, min(channels, max_groups) + 1) if channels % g == 0)
-
-
-def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 3:
-        raise ValueError(f"shape: expected (channels, height, width), got {shape}")
-    c, h, w = shape
-    if c < 1 or h != w or h < 16 or h & (h - 1):
-        raise ValueError(f"shape: expected (C, S, S) with S a power of 2 >= 16, got {shape}")
-    return shape
 
 
 class VAE(nn.Module):
@@ -78,7 +69,7 @@ class VAE(nn.Module):
         latent_flow: dict | None = None,
     ):
         super().__init__()
-        self.shape = _check_shape(shape)
+        self.shape = check_square_shape(shape, 16)
         self.latent_dim = int(latent_dim)
         self.channels = tuple(int(c) for c in channels)
         if len(self.channels) != 3 or min(self.channels) < 1:
