@@ -7,7 +7,7 @@ import pytest
 import torch
 from _errors import refused
 
-from bayessky.sky import ARCMIN, FlatGeometry
+from bayessky.sky import ARCMIN, FlatGeometry, rfft_weights
 
 
 def _numpy_spectrum_loop(maps, maps2, dx, edges, sky_area_units=True):
@@ -109,6 +109,30 @@ def test_rfft_weights_sum_identity(nx):
     half = (w * torch.fft.rfft2(x).abs() ** 2).sum((-2, -1))
     np.testing.assert_allclose(half.numpy(), full.numpy(), rtol=1e-12)
     assert float(w.sum()) == g.npix
+
+
+@pytest.mark.parametrize("shape", [(2, 2), (2, 3), (3, 2), (6, 8), (7, 9), (8, 7), (12, 17)])
+def test_rfft_weights_count_full_dft_modes(shape):
+    """Brute force: map each of the ny * nx full-DFT modes to the rfft half-plane mode it equals
+    (itself, or its conjugate partner (-i mod ny, -j mod nx)) and count."""
+    ny, nx = shape
+    nxr = nx // 2 + 1
+    counts = np.zeros((ny, nxr))
+    for i in range(ny):
+        for j in range(nx):
+            if j < nxr:
+                counts[i, j] += 1
+            else:
+                counts[(-i) % ny, (-j) % nx] += 1
+    w = rfft_weights(ny, nx)
+    assert w.shape == (ny, nxr) and w.dtype == torch.float64
+    np.testing.assert_array_equal(w.numpy(), counts)
+    np.testing.assert_array_equal(FlatGeometry(shape, 1.0).rfft_weights(dtype=torch.float32).numpy(), counts)
+    # and the identity the weights are for: the weighted rfft sum is the full fft2 sum
+    x = torch.tensor(np.random.default_rng(7).normal(size=(2, ny, nx)))
+    full = (torch.fft.fft2(x).abs() ** 2).sum((-2, -1))
+    half = (w * torch.fft.rfft2(x).abs() ** 2).sum((-2, -1))
+    np.testing.assert_allclose(half.numpy(), full.numpy(), rtol=1e-12)
 
 
 def test_box_units_mpc_over_h():

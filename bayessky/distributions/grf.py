@@ -11,6 +11,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import Distribution, constraints
 
 from .._validate import as_tensor
+from ..sky.geometry import rfft_weights
 
 __all__ = ["GaussianRandomField"]
 
@@ -20,15 +21,6 @@ _EMPTY = torch.Size()
 def _half(s: torch.Tensor) -> torch.Tensor:
     """The rfft half-plane (..., ny, nx//2+1) of a full-grid spectrum."""
     return s[..., : s.shape[-1] // 2 + 1]
-
-
-def _rfft_weights(ny: int, nx: int, *, device, dtype) -> torch.Tensor:
-    """Multiplicity (1 or 2) of each rfft mode in the full DFT."""
-    w = torch.full((ny, nx // 2 + 1), 2.0, dtype=dtype, device=device)
-    w[:, 0] = 1.0
-    if nx % 2 == 0:
-        w[:, -1] = 1.0
-    return w
 
 
 def _mirror(s: torch.Tensor) -> torch.Tensor:
@@ -203,7 +195,7 @@ class GaussianRandomField(TorchDistribution):
         s = self.spectrum
         xk = torch.fft.rfft2(value.to(s.dtype))
         power = xk.real**2 + xk.imag**2
-        w = _rfft_weights(ny, nx, device=s.device, dtype=s.dtype)
+        w = rfft_weights(ny, nx, device=s.device, dtype=s.dtype)
         quad = (w * power / _half(s)).sum(dim=(-2, -1)) / n
         logdet = torch.log(s).sum(dim=(-2, -1))
         return -0.5 * quad - 0.5 * logdet - 0.5 * n * math.log(2 * math.pi)

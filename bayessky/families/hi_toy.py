@@ -46,6 +46,7 @@ import torch
 
 from .._validate import as_tensor, check_map, check_positive
 from ..distributions.grf import GaussianRandomField
+from ..sky.geometry import rfft_weights
 
 __all__ = [
     "VERSION", "prior_bounds", "bbks_transfer", "spectrum", "distribution", "sample",
@@ -94,15 +95,6 @@ def _k_grid(n: int, box: float, half: bool, *, device, dtype) -> torch.Tensor:
     return torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)
 
 
-def _half_weights(n: int, *, device, dtype) -> torch.Tensor:
-    """Multiplicity of each rfft mode in the full n x n DFT (1 or 2)."""
-    w = torch.full((n, n // 2 + 1), 2.0, dtype=dtype, device=device)
-    w[:, 0] = 1.0
-    if n % 2 == 0:
-        w[:, -1] = 1.0
-    return w
-
-
 def _spectrum_t(n: int, om: torch.Tensor, s8: torch.Tensor, box: float, half: bool = False) -> torch.Tensor:
     """S(k) for broadcast parameters ``om``, ``s8`` of shape B -> B + grid (torch)."""
     om, s8 = torch.broadcast_tensors(om, s8)
@@ -112,7 +104,7 @@ def _spectrum_t(n: int, om: torch.Tensor, s8: torch.Tensor, box: float, half: bo
     shape = (k / kf) * _bbks_squared(k / gamma)
     smooth = shape * torch.exp(-((k * R_SMOOTH) ** 2))
     if half:
-        w = _half_weights(n, device=om.device, dtype=om.dtype)
+        w = rfft_weights(n, n, device=om.device, dtype=om.dtype)
         norm = (w * smooth).sum(dim=(-2, -1)) / (n * n)
     else:
         norm = smooth.mean(dim=(-2, -1))
@@ -260,7 +252,7 @@ def log_likelihood(maps, omega_m, sigma_8, box: float = BOX, paired: bool = Fals
 
     g = torch.log10(m) - 8.0
     xk = torch.fft.rfft2(g)
-    w = _half_weights(n, device=g.device, dtype=g.dtype)
+    w = rfft_weights(n, n, device=g.device, dtype=g.dtype)
     power = w * (xk.real**2 + xk.imag**2) / (n * n)         # Bm + half grid
     s = _spectrum_t(n, om, s8, float(box), half=True)        # Bp + half grid
     logdet = (w * torch.log(s)).sum(dim=(-2, -1))            # Bp

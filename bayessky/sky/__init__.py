@@ -1,7 +1,7 @@
 """Sky geometry and deterministic map operations: grids, FFTs, spectra, beams, masks, HEALPix."""
 
 from .._lazy import lazy_exports
-from .geometry import ARCMIN, DEGREE, FlatGeometry, fft2, hartley2, ifft2, irfft2, rfft2
+from .geometry import ARCMIN, DEGREE, FlatGeometry, fft2, hartley2, ifft2, irfft2, rfft2, rfft_weights
 
 # Operators pull in scipy.ndimage and the HEALPix bridge pulls in healpy: load them on first use.
 _EXPORTS = {
@@ -27,5 +27,5 @@ _EXPORTS = {
 }
 
 __all__ = ["ARCMIN", "DEGREE", "FlatGeometry", "fft2", "hartley2", "ifft2", "irfft2", "rfft2",
-           *sorted(_EXPORTS)]
+           "rfft_weights", *sorted(_EXPORTS)]
 __getattr__ = lazy_exports(__name__, _EXPORTS)

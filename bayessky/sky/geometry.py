@@ -24,7 +24,7 @@ import torch
 
 from .._validate import as_count, as_tensor, check_finite, check_map, check_positive
 
-__all__ = ["FlatGeometry", "fft2", "ifft2", "rfft2", "irfft2", "hartley2", "ARCMIN", "DEGREE"]
+__all__ = ["FlatGeometry", "fft2", "ifft2", "rfft2", "irfft2", "hartley2", "rfft_weights", "ARCMIN", "DEGREE"]
 
 
 def _grid_shape(n, name: str, min_side: int = 1) -> tuple[int, int]:
@@ -72,6 +72,20 @@ def rfft2(x: torch.Tensor) -> torch.Tensor:
 def irfft2(xk: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """Inverse of :func:`rfft2`; ``shape`` = (ny, nx) resolves the odd/even ambiguity."""
     return torch.fft.irfft2(xk, s=shape)
+
+
+def rfft_weights(ny: int, nx: int, *, device=None, dtype=torch.float64) -> torch.Tensor:
+    """Multiplicity (1 or 2) of each mode of the rfft half plane (ny, nx//2+1) in the full DFT.
+
+    Columns 0 and (even nx) nx/2 are their own mirror images; every other column also stands for
+    its conjugate partner. So, for real x, summing ``w * |rfft2(x)|^2`` equals summing
+    ``|fft2(x)|^2`` over all modes, and ``w.sum() == ny * nx``.
+    """
+    w = torch.full((ny, nx // 2 + 1), 2.0, dtype=dtype, device=device)
+    w[:, 0] = 1.0
+    if nx % 2 == 0:
+        w[:, -1] = 1.0
+    return w
 
 
 def hartley2(x: torch.Tensor) -> torch.Tensor:
@@ -195,16 +209,8 @@ class FlatGeometry:
     ell = k_grid
 
     def rfft_weights(self, *, device=None, dtype=torch.float64) -> torch.Tensor:
-        """Multiplicity of each rfft mode in the full DFT (1 or 2), shape (ny, nx//2+1).
-
-        Summing ``w * |rfft2(x)|^2`` equals summing ``|fft2(x)|^2`` over all modes.
-        """
-        nxr = self.nx // 2 + 1
-        w = torch.full((self.ny, nxr), 2.0, dtype=dtype, device=device)
-        w[:, 0] = 1.0
-        if self.nx % 2 == 0:
-            w[:, -1] = 1.0
-        return w
+        """:func:`rfft_weights` of this grid, shape (ny, nx//2+1)."""
+        return rfft_weights(self.ny, self.nx, device=device, dtype=dtype)
 
     # -- spectra --------------------------------------------------------------------------------
     def per_mode_spectrum(
