@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+from scipy.special import logsumexp
 
 from .._validate import device_dtype
 from ._checks import check_positive
@@ -39,13 +40,6 @@ def _cell_widths(v: np.ndarray) -> np.ndarray:
     lo = np.concatenate([[v[0] - (mids[0] - v[0])], mids])
     hi = np.concatenate([mids, [v[-1] + (v[-1] - mids[-1])]])
     return hi - lo
-
-
-def _logsumexp(a: np.ndarray, axis=None) -> np.ndarray:
-    m = np.max(a, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    out = np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True)) + m
-    return np.squeeze(out, axis=axis) if axis is not None else out.reshape(())
 
 
 class GridPosterior:
@@ -76,7 +70,7 @@ class GridPosterior:
         lj = self.log_prior + self.log_likelihood + np.log(self.cell_volume)
         lj = np.where(np.isnan(lj), -np.inf, lj)
         flat = lj.reshape(lj.shape[0], -1)
-        self._log_evidence = _logsumexp(flat, axis=1)
+        self._log_evidence = logsumexp(flat, axis=1)
         if not np.all(np.isfinite(self._log_evidence)):
             bad = np.flatnonzero(~np.isfinite(self._log_evidence)).tolist()
             raise ValueError(f"grid: the posterior is zero (or infinite) at every grid point for map(s) "
