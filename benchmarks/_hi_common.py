@@ -19,7 +19,6 @@ Everything is numpy (float64); these are small post-processing arrays.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -29,22 +28,15 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "REPO", "BOX", "load_hi_script", "cell_axes", "normalise_log_weights", "discrete_kl",
+    "REPO", "BOX", "cell_axes", "normalise_log_weights", "discrete_kl",
     "central_interval", "hpd_threshold", "hpd_contains", "cell_index", "grid_summary", "coverage", "rmse",
     "max_rel_dev", "binomial_se", "git_commit", "write_json",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
-BOX = {"Omega_m": (0.1, 0.5), "sigma_8": (0.6, 1.0)}  # hi-toy-v1 prior (DATASETS.md section 1)
-
-
-def load_hi_script():
-    """The model script ``inference/hi_parameters.py`` as a module (it is not a package)."""
-    path = REPO / "inference" / "hi_parameters.py"
-    spec = importlib.util.spec_from_file_location("bayessky_bench_hi_parameters", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+# the hi-toy-v1 prior box (bayessky.families.hi_toy.prior_bounds, the CAMELS LH ranges), written out
+# so these numpy metrics need no torch; hi_vs_exact checks it against the model's grid
+BOX = {"Omega_m": (0.1, 0.5), "sigma_8": (0.6, 1.0)}
 
 
 def cell_axes(n: int, box: Mapping[str, tuple[float, float]] = BOX) -> dict[str, np.ndarray]:

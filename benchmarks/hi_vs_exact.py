@@ -1,24 +1,30 @@
 """Learned field-level likelihoods of hi-toy-v1 maps judged against the EXACT posterior.
 
-hi-toy-v1 (DATASETS.md section 1) has an exact likelihood p(map | Omega_m, sigma_8), so the
-posterior a learned conditional density (a conditional Glow, the MAF baseline) gives can be
-compared with the exact one on the same maps, same prior and same grid:
+hi-toy-v1 (the specification in ``bayessky.families.hi_toy``) has an exact likelihood
+p(map | Omega_m, sigma_8), so the posterior a learned conditional density (a conditional Glow,
+the MAF baseline) gives can be compared with the exact one on the same maps, same prior and same
+grid. Every posterior is the one users get: the packaged model ``bayessky.models.hi_parameters``
+(``bayessky run hi_parameters``) run by the public engines (``bayessky.infer.grid``,
+``bayessky.infer.nuts``); this script only times and checks it.
 
 1. ``--n-maps`` held-out maps: truths from the prior box with ``numpy.random.default_rng(seed)``
    (``hi_toy.sample_prior``), maps with ``hi_toy.sample(..., seed=seed + 1)``; seeds >= 100000 are
    never used in training (``examples/train_hi_cglow.py`` uses 1000/2000/3000).
-2. Grid posterior on the ``--grid`` x ``--grid`` cell-centre grid over the prior box (uniform
-   prior, equal cells): ``log w_j = log p(map | theta_j) - logsumexp``. The exact likelihood for
-   all maps at once (``hi_toy.log_likelihood`` on the whole grid); the learned one map by map,
-   each map against all grid contexts in ``--chunk``-sized batched calls of
-   ``prior.distribution(context).log_prob(map)``.
+2. Grid posterior on the ``--grid`` x ``--grid`` cell-centre grid over the prior box
+   (``hi_parameters.grid``; uniform prior, equal cells): ``bayessky.infer.grid`` on
+   ``hi_parameters.model`` for the stack of maps (one posterior per map, ``--chunk`` grid points
+   per model call), ``likelihood="exact"`` (maps in float64) and ``likelihood="flow"`` with each
+   prior (maps in the prior's dtype, as ``bayessky run`` passes them);
+   ``log w_j = log p(theta_j) + log p(map | theta_j) - logsumexp``.
 3. Per posterior set: posterior-mean RMSE vs truth per parameter and its ratio to the exact
    posterior's; coverage of 68/95 % marginal central intervals and joint HPD regions (fraction of
    maps whose truth is inside); KL(exact || learned) over grid cells (mean, median, max); the
    shift of the learned posterior mean in units of the exact posterior std.
-4. Checks of the machinery: the grid engine ``bayessky.infer.grid`` on the model script
-   ``inference/hi_parameters.py`` against the direct batched evaluation (first map), and NUTS
-   (``bayessky.infer.nuts`` on the same script) against the grid posterior on ``--nuts-maps``
+4. Checks of the machinery: the engine's grid posteriors against references that bypass the
+   model and the engine: the exact likelihood evaluated directly for all maps at once
+   (``hi_toy.log_likelihood`` on the whole grid, one matrix product) and the learned one on the
+   first map (``prior.distribution(context).log_prob(map)`` in ``--chunk``-sized calls); and
+   NUTS (``bayessky.infer.nuts`` on the same model) against the grid posterior on ``--nuts-maps``
    maps, exact and learned likelihood: differences of means and stds in units of the grid std
    (the grid std gets the within-cell variance h^2/12 added, the grid quadrature ignores it).
 
@@ -33,16 +39,16 @@ coverage is reported too: with M maps a coverage fraction has binomial noise sqr
 JSON on stdout and in ``OUT/hi_vs_exact.json``; figure ``OUT/hi_vs_exact.png``; progress, timings
 and the pass/fail lines on stderr.
 
-Cost (2 busy CPU cores, 16 x 16 maps, a 9k-parameter conditional Glow): exact grid for 100 maps
-1 s; learned grid 4.6 s per map (1600 contexts); Pyro NUTS 500 + 300 draws 4-5 min per map on the
-exact likelihood and 9-33 min per map on the flow. Use ``--nuts-maps 0`` to skip NUTS on a CPU.
+Cost (2 busy CPU cores, 32 x 32 maps, hi-cglow-32): the exact grid through the model 7 s for 100
+maps at ``--grid 40`` (the direct reference 0.1 s); the learned grid 0.5 s per map at ``--grid 10``
+(100 contexts; it grows with the number of grid points). Earlier, on 16 x 16 maps with a
+9k-parameter conditional Glow: Pyro NUTS 500 + 300 draws took 4-5 min per map on the exact
+likelihood and 9-33 min per map on the flow. Use ``--nuts-maps 0`` to skip NUTS on a CPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import inspect
 import math
 import platform
 import sys
@@ -77,7 +83,8 @@ def make_maps(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def exact_loglik(maps: torch.Tensor, axes: dict[str, np.ndarray]) -> np.ndarray:
-    """Exact log p(map_m | theta_ij), (M, n_1, n_2), float64, one matrix product for all maps."""
+    """Reference: exact log p(map_m | theta_ij), (M, n_1, n_2), float64, one matrix product for all
+    maps (the family's likelihood called directly, without the model or an engine)."""
     from bayessky.families import hi_toy
 
     om, s8 = np.meshgrid(axes["Omega_m"], axes["sigma_8"], indexing="ij")
@@ -88,7 +95,8 @@ def exact_loglik(maps: torch.Tensor, axes: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def flow_loglik(prior, maps: torch.Tensor, axes: dict[str, np.ndarray], chunk: int) -> np.ndarray:
-    """Learned log p(map_m | theta_ij), (M, n_1, n_2): each map against ``chunk`` contexts per call."""
+    """Reference: learned log p(map_m | theta_ij), (M, n_1, n_2), the prior's density called
+    directly (no model, no engine), each map against ``chunk`` contexts per call."""
     om, s8 = np.meshgrid(axes["Omega_m"], axes["sigma_8"], indexing="ij")
     ctx = {k: torch.as_tensor(v.reshape(-1), dtype=prior.dtype, device=prior.device)
            for k, v in zip(NAMES, (om, s8))}
@@ -155,47 +163,48 @@ def targets(res: dict) -> dict:
     return out
 
 
-def script_kwargs(script, prior_path: str | None) -> dict:
-    """Model-script options for the exact (``prior_path`` None) or a learned likelihood."""
-    if prior_path is None:
-        return {"likelihood": "exact"}
-    # the option naming the learned likelihood is ``flow`` (formerly ``prior``)
-    key = "flow" if "flow" in inspect.signature(script.model).parameters else "prior"
-    return {"likelihood": "flow", key: prior_path}
+def model_options(prior_path: str | None) -> dict:
+    """Options of ``hi_parameters.model``: the exact (``prior_path`` None) or a learned likelihood."""
+    return {"likelihood": "exact"} if prior_path is None else {"likelihood": "flow", "flow": prior_path}
 
 
-def engine_check(script, prior_path: str | None, map0: torch.Tensor, axes, chunk: int,
-                 log_w_direct: np.ndarray) -> dict:
-    """``bayessky.infer.grid`` on the model script vs the direct evaluation, one map."""
+def model_grid(maps: torch.Tensor, axes, chunk: int, prior_path: str | None) -> np.ndarray:
+    """Normalised log weights (M, n_1, n_2) of ``bayessky.infer.grid`` on ``hi_parameters.model``."""
     from bayessky.infer import grid
+    from bayessky.models import hi_parameters
 
-    # bound with partial: the engine's own ``prior=`` keyword must not meet the script's options
-    model = functools.partial(script.model, **script_kwargs(script, prior_path))
-    t0 = time.perf_counter()
-    post = grid(model, map0, grid={k: torch.as_tensor(v) for k, v in axes.items()}, chunk_size=chunk)
-    dt = time.perf_counter() - t0
-    lw = hc.normalise_log_weights(np.log(np.maximum(post.weights, 1e-300))[None])[0]
+    post = grid(hi_parameters.model, maps, stack=True, chunk_size=chunk,
+                grid={k: torch.as_tensor(v) for k, v in axes.items()}, **model_options(prior_path))
+    return hc.normalise_log_weights(post.log_prior + post.log_likelihood)
+
+
+def reference_check(log_w_model: np.ndarray, log_w_direct: np.ndarray, likelihood: str) -> dict:
+    """The model's grid posteriors vs the direct evaluation, on the maps both have."""
+    m = len(log_w_direct)
+    lw = log_w_model[:m]
     mask = log_w_direct > np.log(1e-8)
-    return {"likelihood": model.keywords["likelihood"], "seconds": dt,
+    kl = hc.discrete_kl(log_w_direct, lw)
+    return {"likelihood": likelihood, "n_maps": int(m),
             "max_abs_dlogw_where_w>1e-8": float(np.max(np.abs(lw - log_w_direct)[mask])),
-            "kl_direct_engine": float(hc.discrete_kl(log_w_direct[None], lw[None])[0])}
+            "max_kl_direct_model": float(kl.max())}
 
 
-def nuts_check(script, prior_path, maps, grid_summary_, axes, idx, args) -> list[dict]:
-    """NUTS on the model script vs the grid posterior for maps ``idx``."""
+def nuts_check(prior_path, maps, grid_summary_, axes, idx, args) -> list[dict]:
+    """NUTS on ``hi_parameters.model`` vs the grid posterior for maps ``idx``."""
     import arviz as az
 
     from bayessky.infer import nuts
+    from bayessky.models import hi_parameters
 
-    kw = script_kwargs(script, prior_path)
+    kw = model_options(prior_path)
     h = {k: float(v[1] - v[0]) for k, v in axes.items()}
     rows = []
     for m in idx:
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            idata = nuts(script.model, maps[m], num_samples=args.nuts_samples, warmup_steps=args.nuts_warmup,
-                         progress_bar=False, seed=args.seed + m, **kw)
+            idata = nuts(hi_parameters.model, maps[m], num_samples=args.nuts_samples,
+                         warmup_steps=args.nuts_warmup, progress_bar=False, seed=args.seed + m, **kw)
         dt = time.perf_counter() - t0
         row = {"map": int(m), "likelihood": kw["likelihood"], "seconds": dt,
                "warnings": [str(w.message)[:160] for w in caught]}
@@ -283,29 +292,26 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=100_000)
     p.add_argument("--out", default=None)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--chunk", type=int, default=None, help="grid contexts per flow call "
+    p.add_argument("--chunk", type=int, default=None, help="grid points per model call "
                    "(default: all on cuda, 400 on cpu)")
     p.add_argument("--nuts-maps", type=int, default=3)
     p.add_argument("--nuts-samples", type=int, default=500)
     p.add_argument("--nuts-warmup", type=int, default=300)
-    p.add_argument("--no-engine-check", action="store_true")
+    p.add_argument("--no-reference-check", "--no-engine-check", dest="no_reference_check",
+                   action="store_true", help="skip the direct-evaluation references (section 4)")
     args = p.parse_args(argv)
     if args.seed < 100_000:
         raise SystemExit("--seed: must be >= 100000 (lower seeds may overlap training data)")
 
-    import bayessky
+    from bayessky.models import hi_parameters
     from bayessky.priors import resolve_prior
 
     dev = torch.device(args.device)
-    dtype = getattr(torch, args.dtype)
     chunk = args.chunk or (args.grid**2 if dev.type == "cuda" else 400)
     torch.set_grad_enabled(True)
-    axes = hc.cell_axes(args.grid)
-    script = hc.load_hi_script()
-    grid_axes_script = {k: v.numpy() for k, v in script.grid(args.grid).items()}
-    for k in NAMES:  # the script's grid and ours must be the same cell centres
-        assert np.allclose(grid_axes_script[k], axes[k], atol=1e-12), k
+    axes = {k: v.numpy() for k, v in hi_parameters.grid(args.grid).items()}
+    for k in NAMES:  # the model's grid must be the cell centres the metrics assume
+        assert np.allclose(axes[k], hc.cell_axes(args.grid)[k], atol=1e-12), k
 
     t0 = time.perf_counter()
     maps_np, truth = make_maps(args.n_maps, args.size, args.seed)
@@ -313,18 +319,19 @@ def main(argv=None) -> int:
     log(f"{args.n_maps} maps {args.size}^2 in {time.perf_counter() - t0:.2f}s")
 
     t0 = time.perf_counter()
-    ll_exact = exact_loglik(maps, axes)
+    log_w = {"exact": model_grid(maps, axes, chunk, None)}
     t_exact = time.perf_counter() - t0
-    log_w = {"exact": hc.normalise_log_weights(ll_exact)}
     exact = summarise(axes, log_w["exact"], truth)
     log(f"exact grid: {t_exact:.2f}s; RMSE " + ", ".join(f"{k} {exact['rmse'][k]:.4f}" for k in NAMES))
 
     priors = [args.prior] + list(args.baseline)
-    learned, timing, cards = {}, {"exact_grid_s": t_exact}, {}
+    learned, timing, cards, loaded = {}, {"exact_grid_s": t_exact}, {}, {}
     for spec in priors:
         path = str(resolve_prior(spec))
         name = Path(path).name
-        prior = bayessky.load_prior(path, device=dev, dtype=dtype)
+        # the object the model itself uses (loaded once, cached by device)
+        prior = hi_parameters.learned_likelihood(path, str(maps.device))
+        loaded[name] = (path, prior)
         shape = tuple(prior.card.get("architecture", {}).get("shape", ()))
         if shape and shape[-1] != args.size:
             raise SystemExit(f"--prior: {name} models {shape} maps, not --size {args.size}")
@@ -332,15 +339,15 @@ def main(argv=None) -> int:
             raise SystemExit(f"--prior: {name} is conditioned on {prior.context_names}, "
                              f"expected {list(NAMES)}")
         cards[name] = {"path": path, "kind": prior.kind, "metrics": prior.card.get("metrics"),
+                       "dtype": str(prior.dtype).removeprefix("torch."),
                        "n_parameters": sum(q.numel() for q in prior.net.parameters())}
         t0 = time.perf_counter()
-        ll = flow_loglik(prior, maps, axes, chunk)
+        log_w[name] = model_grid(maps.to(prior.dtype), axes, chunk, path)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         timing[f"{name}_grid_s"] = dt
         timing[f"{name}_per_map_s"] = dt / args.n_maps
-        log_w[name] = hc.normalise_log_weights(ll)
         learned[name] = summarise(axes, log_w[name], truth, log_w["exact"], exact)
         r = learned[name]
         log(f"{name}: grid {dt:.1f}s ({dt / args.n_maps:.3f}s/map, {args.grid**2} contexts); RMSE ratio "
@@ -351,22 +358,26 @@ def main(argv=None) -> int:
                 log(f"  [{'PASS' if v['pass'] else 'FAIL'}] {key}: {v['value']:.4f}")
         log(f"  => {name}: {'ALL TARGETS PASS' if r['targets']['all_pass'] else 'SOME TARGETS FAIL'}")
 
-    main_path = str(resolve_prior(args.prior))
-    main_name = Path(main_path).name
+    main_name = Path(str(resolve_prior(args.prior))).name
+    main_path, main_prior = loaded[main_name]
     checks = {}
-    if not args.no_engine_check:
-        checks["engine_vs_direct"] = []
-        for pp, ref in ((None, log_w["exact"][0]), (main_path, log_w[main_name][0])):
+    if not args.no_reference_check:
+        checks["model_vs_direct"] = []
+        refs = (("exact", lambda: exact_loglik(maps, axes)),
+                ("flow", lambda: flow_loglik(main_prior, maps[:1], axes, chunk)))
+        for label, direct in refs:
+            t0 = time.perf_counter()
             try:
-                c = engine_check(script, pp, maps[0], axes, chunk, ref)
-            except Exception as err:  # a broken engine must not hide the grid results above
-                c = {"likelihood": "exact" if pp is None else "flow", "error": f"{type(err).__name__}: {err}"}
-                log(f"grid engine check FAILED ({c['likelihood']}): {c['error'][:200]}")
+                ref = hc.normalise_log_weights(direct())
+                c = reference_check(log_w["exact" if label == "exact" else main_name], ref, label)
+            except Exception as err:  # a failed check must not hide the grid results above
+                c = {"likelihood": label, "error": f"{type(err).__name__}: {err}"}
+                log(f"direct reference check FAILED ({label}): {c['error'][:200]}")
             else:
-                log(f"grid engine vs direct ({c['likelihood']}): max |dlog w| "
-                    f"{c['max_abs_dlogw_where_w>1e-8']:.2e}, KL {c['kl_direct_engine']:.2e}, "
-                    f"{c['seconds']:.1f}s")
-            checks["engine_vs_direct"].append(c)
+                c["direct_seconds"] = time.perf_counter() - t0
+                log(f"model grid vs direct ({label}, {c['n_maps']} maps): max |dlog w| "
+                    f"{c['max_abs_dlogw_where_w>1e-8']:.2e}, max KL {c['max_kl_direct_model']:.2e}")
+            checks["model_vs_direct"].append(c)
     if args.nuts_maps > 0:
         idx = list(range(min(args.nuts_maps, args.n_maps)))
         t0 = time.perf_counter()
@@ -374,7 +385,7 @@ def main(argv=None) -> int:
         runs = (("exact", None, exact["_s"]), (main_name, main_path, learned[main_name]["_s"]))
         for label, pp, summ in runs:
             try:
-                rows = nuts_check(script, pp, maps, summ, axes, idx, args)
+                rows = nuts_check(pp, maps, summ, axes, idx, args)
                 dm = [abs(r[k]["dmean_in_grid_std"]) for r in rows for k in NAMES]
                 ds = [abs(r[k]["std_ratio"] - 1) for r in rows for k in NAMES]
                 checks["nuts_vs_grid"][label] = {
@@ -391,6 +402,7 @@ def main(argv=None) -> int:
                                                        len(kl_main) - 1]]]
     result = {
         "benchmark": "hi_vs_exact",
+        "model": "bayessky.models.hi_parameters",
         "data": {"family": "hi-toy-v1", "n_maps": args.n_maps, "size": args.size, "seed": args.seed,
                  "grid": args.grid, "grid_kind": "cell centres over the prior box, uniform prior"},
         "priors": cards,
@@ -399,7 +411,7 @@ def main(argv=None) -> int:
         "checks": checks,
         "timing": timing,
         "examples_in_figure": examples,
-        "environment": {"device": str(dev), "dtype": args.dtype, "chunk": chunk, "torch": torch.__version__,
+        "environment": {"device": str(dev), "chunk": chunk, "torch": torch.__version__,
                         "python": platform.python_version(), "commit": hc.git_commit(),
                         "threads": torch.get_num_threads()},
     }
