@@ -10,16 +10,15 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 
-from ._model import ModelInfo, init_strategy_fn, inspect_model, preserved_rng
+from ._model import ModelInfo, inspect_model, preserved_rng
 
-__all__ = ["check_int", "check_positive", "check_seed", "model_info", "resolve_init",
-           "explain_data_errors"]
+__all__ = ["check_int", "check_positive", "check_seed", "model_info", "explain_data_errors"]
 
 _SEED_MAX = 2**32 - 1  # numpy's legacy seeding (pyro.set_rng_seed) takes [0, 2**32 - 1]
 
@@ -61,31 +60,6 @@ def model_info(model: Callable, args, kwargs) -> ModelInfo:
     """
     with preserved_rng():
         return inspect_model(model, tuple(args), dict(kwargs or {}))
-
-
-def resolve_init(name: str, strategy, model: Callable, args, kwargs,
-                 info: ModelInfo | None = None, seed: int | None = None) -> Callable:
-    """``init_strategy_fn`` with a dict checked against the model's latent sites (names, shapes).
-
-    ``"map"`` starts at the MAP found by :func:`bayessky.infer.map` (200 steps); for the MAP
-    engine itself it is its default start (``"median"``), so a script whose defaults ask NUTS to
-    start at the MAP also runs with ``--engine map``.
-    """
-    if isinstance(strategy, str) and strategy == "map":
-        if name == "map":
-            strategy = "median"
-        else:
-            from ._compat import get_group
-            from .optimize import map as _map
-
-            idata = _map(model, *args, steps=200, seed=seed, progress_bar=False, **(kwargs or {}))
-            post = get_group(idata, "posterior")
-            info = info or model_info(model, args, kwargs)
-            strategy = {k: torch.as_tensor(post[k].values[0, 0], dtype=info.dtype, device=info.device)
-                        for k in info.latent}
-    if isinstance(strategy, Mapping) and info is None:
-        info = model_info(model, args, kwargs)
-    return init_strategy_fn(strategy, f"{name}: init_strategy", info=info)
 
 
 def _nonfinite_args(model: Callable, args) -> list[tuple[str, int]]:

@@ -16,9 +16,10 @@ import emcee as _emcee
 import numpy as np
 import torch
 
-from ._checks import check_int, check_seed, explain_data_errors, resolve_init
+from ._checks import check_int, check_seed, explain_data_errors
 from ._idata import build_inference_data
 from ._model import FlatPotential, seeded
+from .optimize import resolve_init
 
 __all__ = ["emcee"]
 

@@ -22,9 +22,10 @@ import torch
 from pyro.infer import HMC, MCMC, NUTS
 from pyro.infer.mcmc.util import initialize_model
 
-from ._checks import check_int, check_positive, check_seed, explain_data_errors, resolve_init
+from ._checks import check_int, check_positive, check_seed, explain_data_errors
 from ._idata import build_inference_data
 from ._model import BatchEvaluator, FlatPotential, TracedPotential, seeded
+from .optimize import resolve_init
 
 __all__ = ["nuts", "hmc"]
 

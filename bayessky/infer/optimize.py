@@ -15,7 +15,7 @@ the dense Hessian costs D gradient evaluations and D^2 memory, so keep D to a fe
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import pyro
 import pyro.poutine as poutine
@@ -24,12 +24,35 @@ from pyro.infer import Predictive, Trace_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoLaplaceApproximation
 from tqdm.auto import tqdm
 
-from ._checks import check_int, check_positive, check_seed, explain_data_errors, resolve_init
-from ._compat import add_group
+from ._checks import check_int, check_positive, check_seed, explain_data_errors, model_info
+from ._compat import add_group, get_group
 from ._idata import build_inference_data
-from ._model import BatchEvaluator, seeded, to_batch
+from ._model import BatchEvaluator, ModelInfo, init_strategy_fn, seeded, to_batch
 
-__all__ = ["map", "fit_guide", "guide_draws"]
+__all__ = ["map", "fit_guide", "guide_draws", "resolve_init"]
+
+
+def resolve_init(name: str, strategy, model: Callable, args, kwargs,
+                 info: ModelInfo | None = None, seed: int | None = None) -> Callable:
+    """``init_strategy_fn`` with a dict checked against the model's latent sites (names, shapes).
+
+    ``"map"`` starts at the MAP found by :func:`bayessky.infer.map` (200 steps); for the MAP
+    engine itself it is its default start (``"median"``), so a script whose defaults ask NUTS to
+    start at the MAP also runs with ``--engine map``.
+    """
+    if isinstance(strategy, str) and strategy == "map":
+        if name == "map":
+            strategy = "median"
+        else:  # this module's map (the MAP engine), not the builtin
+            idata = map(model, *args, steps=200, seed=seed, progress_bar=False, **(kwargs or {}))
+            post = get_group(idata, "posterior")
+            info = info or model_info(model, args, kwargs)
+            strategy = {k: torch.as_tensor(post[k].values[0, 0], dtype=info.dtype, device=info.device)
+                        for k in info.latent}
+    if isinstance(strategy, Mapping) and info is None:
+        info = model_info(model, args, kwargs)
+    return init_strategy_fn(strategy, f"{name}: init_strategy", info=info)
+
 
 def fit_guide(model, guide, args, kwargs, *, steps: int, optimizer: str, lr: float | None,
               name: str, progress_bar: bool = False, num_particles: int = 1,

@@ -21,11 +21,11 @@ from pyro.infer.autoguide import (
     AutoNormal,
 )
 
-from ._checks import check_int, check_positive, check_seed, explain_data_errors, resolve_init
+from ._checks import check_int, check_positive, check_seed, explain_data_errors
 from ._compat import add_group
 from ._idata import build_inference_data
 from ._model import BatchEvaluator, seeded
-from .optimize import fit_guide, guide_draws
+from .optimize import fit_guide, guide_draws, resolve_init
 
 __all__ = ["svi", "make_guide"]
 
