@@ -150,3 +150,90 @@ def test_split_keeps_simulations_together():
     assert [len(p) for p in split_by_simulation(np.arange(3), (0.8, 0.1, 0.1))] == [1, 1, 1]
     with pytest.raises(ValueError, match="fractions"):
         split_by_simulation(sim, (0.8, 0.3))
+
+
+# ---------------------------------------------------------------------------------------------
+# load_training_data: which layout a file pair is, and what each layout yields
+
+
+def test_training_data_camels_layout_infers_maps_per_sim(tmp_path):
+    from bayessky.data.camels import load_training_data
+
+    mp, pp, maps, params = _cmd_files(tmp_path)
+    d = load_training_data(mp, pp)
+    assert d.info == {"files": [mp.name, pp.name], "layout": "camels", "maps_per_sim": PER, "n_sims": N_SIMS}
+    np.testing.assert_array_equal(d.maps, maps)
+    np.testing.assert_array_equal(d.sim_index, np.repeat(np.arange(N_SIMS), PER))
+    np.testing.assert_array_equal(d.params, np.repeat(params, PER, axis=0))
+    assert d.names == list(CAMELS_PARAM_NAMES) and not d.cut
+    # cut tiles: 4 per map, each with its map's simulation; downsampling keeps periodic maps
+    c = load_training_data(mp, pp, size=H // 2)
+    assert c.cut and c.maps.shape == (4 * N_SIMS * PER, H // 2, H // 2)
+    np.testing.assert_array_equal(c.sim_index, np.repeat(np.arange(N_SIMS), 4 * PER))
+    np.testing.assert_array_equal(c.maps[:4].reshape(2, 2, H // 2, H // 2).transpose(0, 2, 1, 3)
+                                  .reshape(H, H), maps[0])
+    s = load_training_data(mp, pp, size=H // 2, mode="downsample")
+    assert not s.cut and s.maps.shape == (N_SIMS * PER, H // 2, H // 2)
+    np.testing.assert_allclose(s.maps[0], maps[0].reshape(H // 2, 2, H // 2, 2).mean((1, 3)), rtol=1e-6)
+
+
+def test_training_data_npz_with_per_map_arrays_and_sim_index(tmp_path):
+    from bayessky.data.camels import load_training_data
+
+    rng = np.random.default_rng(5)
+    maps = rng.uniform(1, 2, size=(6, 8, 8))
+    om, s8 = rng.uniform(0.1, 0.5, 6), rng.uniform(0.6, 1.0, 6)
+    sim = np.array([0, 0, 1, 1, 2, 2])
+    path = tmp_path / "toy.npz"
+    np.savez(path, maps=maps, omega_m=om, sigma_8=s8, sim_index=sim, family=np.array("hi-toy"),
+             version=np.array("v1"), labels=np.arange(6))  # integer arrays are not parameters
+    d = load_training_data(path)
+    assert d.names == ["omega_m", "sigma_8"] and d.info["layout"] == "maps"
+    assert d.info["family"] == "hi-toy" and d.info["generator_version"] == "v1" and d.info["n_sims"] == 3
+    np.testing.assert_array_equal(d.params, np.column_stack([om, s8]))
+    np.testing.assert_array_equal(d.sim_index, sim)
+    # a params array with names wins over per-map arrays
+    np.savez(path, maps=maps, params=np.column_stack([om, s8]), param_names=np.array(["a", "b"]), other=om)
+    d = load_training_data(path)
+    assert d.names == ["a", "b"]
+    np.testing.assert_array_equal(d.sim_index, np.arange(6))
+    # a separate table, one row per map, takes CAMELS names; tiles repeat each map's row
+    table = tmp_path / "p.txt"
+    np.savetxt(table, np.column_stack([om, s8]))
+    d = load_training_data(path, table, size=4)
+    assert d.names == ["Omega_m", "sigma_8"] and d.cut and d.info["files"] == ["toy.npz", "p.txt"]
+    np.testing.assert_allclose(d.params, np.repeat(np.column_stack([om, s8]), 4, axis=0))
+    # a plain .npy without parameters
+    np.save(tmp_path / "plain.npy", maps[0])
+    d = load_training_data(tmp_path / "plain.npy")
+    assert d.maps.shape == (1, 8, 8) and d.params is None and d.names is None
+
+
+@pytest.mark.parametrize("case, match", [
+    ("missing", r"^data: no such file"),
+    ("rows", r"^params: 7 rows do not divide the 60 maps"),
+    ("flat", r"^data: expected a stack of maps"),
+    ("size", r"^size: cut needs a size dividing"),
+    ("mode", r"^mode: expected 'cut' or 'downsample'"),
+    ("count", r"^params: 4 rows for 60 maps"),
+])
+def test_training_data_errors_name_the_argument(tmp_path, case, match):
+    from bayessky.data.camels import load_training_data
+
+    mp, pp, maps, params = _cmd_files(tmp_path)
+    kwargs = {}
+    if case == "missing":
+        mp = tmp_path / "none.npy"
+    elif case == "rows":
+        np.savetxt(pp, np.vstack([params, params[:3]]))
+    elif case == "flat":
+        np.save(mp, maps[0, 0])
+    elif case == "size":
+        kwargs["size"] = 5
+    elif case == "mode":
+        kwargs["mode"] = "nearest"
+    else:
+        np.savez(tmp_path / "m.npz", maps=maps)
+        mp = tmp_path / "m.npz"
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        load_training_data(mp, pp, **kwargs)

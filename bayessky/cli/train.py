@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 
 import numpy as np
@@ -90,100 +89,17 @@ _FLAGS = {"maps": "--data", "params": "--params", "size": "--size", "mode": "--r
           "maps_per_sim": "--maps-per-sim"}
 
 
-def _load(args) -> dict:
-    """:func:`_read` with the loaders' argument names turned into command-line flags."""
+def _load(args):
+    """:func:`bayessky.data.load_training_data` with its argument names turned into flags."""
+    from ..data.camels import load_training_data
+
     try:
-        return _read(args)
+        return load_training_data(args.data, args.params, key=args.key, size=args.size, mode=args.resize,
+                                  maps_per_sim=args.maps_per_sim)
     except (ValueError, FileNotFoundError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         head, sep, rest = msg.partition(": ")
         raise CLIError(f"{_FLAGS[head]}: {rest}" if sep and head in _FLAGS else msg) from None
-
-
-def _read(args) -> dict:
-    """maps (n, H, W) float, params (n, k) or None, names, sim_index (n,), layout info."""
-    from ..data.camels import cut_maps, downsample_maps, load_camels, load_params
-    from ..data.io import load_maps
-
-    data = args.data
-    if not os.path.exists(data):
-        raise CLIError(f"--data: no such file {data!r}")
-    info: dict = {"files": [os.path.basename(data)]}
-    if args.params is not None and not os.path.exists(args.params):
-        raise CLIError(f"--params: no such file {args.params!r}")
-
-    if args.params is not None and data.lower().endswith(".npy"):
-        # CAMELS layout (also one row per map): maps_per_sim maps share each parameter row
-        try:
-            head = np.load(data, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError, EOFError) as err:
-            raise CLIError(f"--data: cannot read {data!r} as .npy ({str(err).splitlines()[0]})") from None
-        # the row count below needs a stack; a 0-d or 1-d file would raise IndexError there
-        if head.ndim != 3 or 0 in head.shape:
-            raise CLIError(f"--data: expected a stack of maps (n, H, W) with --params, "
-                           f"got shape {head.shape}")
-        n_maps = head.shape[0]
-        rows = load_params(args.params)[0].shape[0]
-        per = args.maps_per_sim or (n_maps // rows if n_maps % rows == 0 else None)
-        if per is None:
-            raise CLIError(f"--params: {rows} rows do not divide the {n_maps} maps of --data")
-        d = load_camels(data, args.params, size=args.size, mode=args.resize, maps_per_sim=per)
-        info.update(files=[os.path.basename(data), os.path.basename(args.params)], layout="camels",
-                    maps_per_sim=per, n_sims=int(np.unique(d.sim_index).size))
-        cut = args.size is not None and args.resize == "cut" and (args.size, args.size) != \
-            tuple(np.load(data, mmap_mode="r", allow_pickle=False).shape[1:])
-        return {"maps": np.asarray(d.maps), "params": d.params, "names": list(d.names),
-                "sim": d.sim_index, "cut": cut, "info": info}
-
-    maps = load_maps(data, key=args.key, ndim=(2, 3), name="--data")
-    maps = maps[None] if maps.ndim == 2 else maps
-    params, names, sim = None, None, np.arange(maps.shape[0])
-    if data.lower().endswith(".npz"):
-        with np.load(data, allow_pickle=False) as z:
-            for k in ("family", "version", "generator_version"):
-                if k in z.files and z[k].ndim == 0:
-                    info["family" if k == "family" else "generator_version"] = z[k].item()
-            if "sim_index" in z.files:
-                sim = np.asarray(z["sim_index"]).reshape(-1)
-            if args.params is None:
-                if "params" in z.files:
-                    params = np.asarray(z["params"], dtype=np.float64)
-                    params = params[:, None] if params.ndim == 1 else params
-                    names = [str(s) for s in z["param_names"]] if "param_names" in z.files else None
-                else:
-                    cols = [k for k in z.files if k not in ("maps", args.key, "sim_index")
-                            and z[k].ndim == 1 and z[k].shape[0] == maps.shape[0] and z[k].dtype.kind == "f"]
-                    if cols:
-                        params = np.column_stack([z[k] for k in cols]).astype(np.float64)
-                        names = cols
-    if args.params is not None:
-        params = load_params(args.params)[0]
-        info["files"].append(os.path.basename(args.params))
-    if params is not None:
-        if params.shape[0] != maps.shape[0]:
-            raise CLIError(f"--params: {params.shape[0]} rows for {maps.shape[0]} maps")
-        if names is None or len(names) != params.shape[1]:
-            from ..data.camels import CAMELS_PARAM_NAMES
-
-            names = list(CAMELS_PARAM_NAMES[: params.shape[1]]) if params.shape[1] <= 6 else \
-                [f"p{j}" for j in range(params.shape[1])]
-    if sim.shape[0] != maps.shape[0]:
-        raise CLIError(f"--data: sim_index has {sim.shape[0]} entries for {maps.shape[0]} maps")
-    cut = False
-    if args.size is not None and args.size != maps.shape[-1]:
-        try:
-            if args.resize == "cut":
-                per = (maps.shape[-2] // args.size) * (maps.shape[-1] // args.size)
-                maps = cut_maps(maps, args.size)
-                sim = np.repeat(sim, per)
-                params = None if params is None else np.repeat(params, per, axis=0)
-                cut = True
-            else:
-                maps = downsample_maps(maps, args.size)
-        except ValueError as err:
-            raise CLIError(f"--size: {err}") from None
-    info.update(layout="maps", n_sims=int(np.unique(sim).size))
-    return {"maps": maps, "params": params, "names": names, "sim": sim, "cut": cut, "info": info}
 
 
 def _context_columns(args, names: list[str] | None, params, spec) -> tuple[list[int], list[str]]:
@@ -395,8 +311,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--out: {str(out)!r} holds a training run; pass --resume or choose another folder")
 
     d = _load(args)
-    maps, params, sim = d["maps"], d["params"], d["sim"]
-    cols, ctx_names = _context_columns(args, d["names"], params, spec)
+    maps, params, sim = d.maps, d.params, d.sim_index
+    cols, ctx_names = _context_columns(args, d.names, params, spec)
     train_idx, val_idx, test_idx = split_by_simulation(sim, (1 - fv - ft, fv, ft), seed=args.seed)
     if train_idx.size == 0:
         raise CLIError("--data: no simulations left for training")
@@ -414,7 +330,7 @@ def run(args: argparse.Namespace) -> int:
         cls = network_class(args.kind)
     except ImportError as err:
         raise CLIError(str(err)) from None
-    arch = _architecture(args, cls, shape, len(cols), low, high, periodic=not d["cut"])
+    arch = _architecture(args, cls, shape, len(cols), low, high, periodic=not d.cut)
     torch.manual_seed(args.seed)  # network initialisation
     net = build_network(args.kind, arch).to(device)
     arch = dict(getattr(net, "architecture", None) or arch)
@@ -427,14 +343,14 @@ def run(args: argparse.Namespace) -> int:
     card = {
         "kind": args.kind, "architecture": arch, "transform": transform.to_config(),
         "context": None if not cols else {"names": ctx_names, "low": low, "high": high},
-        "data": {**d["info"], "map_shape": list(shape), "size": args.size,
+        "data": {**d.info, "map_shape": list(shape), "size": args.size,
                  "resize": args.resize if args.size else None, "transform_names": tnames,
                  "n_test": int(test_idx.size),
                  "split": {"by": "simulation", "seed": args.seed, "fractions": [1 - fv - ft, fv, ft],
                            "train_sims": train_sims.tolist(), "val_sims": np.unique(sim[val_idx]).tolist(),
                            "test_sims": np.unique(sim[test_idx]).tolist()}},
     }
-    augment = _augment(args, d["cut"], shape[-1] == shape[-2])
+    augment = _augment(args, d.cut, shape[-1] == shape[-2])
     progress = not args.no_progress
     print(f"bayessky train: {args.kind} on {len(train_idx)} maps ({train_sims.size} simulations) of shape "
           f"{shape}, {len(val_idx)} val / {len(test_idx)} test, {sum(p.numel() for p in net.parameters())} "

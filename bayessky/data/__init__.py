@@ -16,6 +16,8 @@ _EXPORTS = {
     "CamelsData": ".camels",
     "CAMELS_PARAM_NAMES": ".camels",
     "CAMELS_LH_RANGES": ".camels",
+    "TrainingData": ".camels",
+    "load_training_data": ".camels",
     "Augment": ".augment",
     "random_flip": ".augment",
     "random_rot90": ".augment",

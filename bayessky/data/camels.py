@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .io import _exists, _load_npy, check_map_array
+from .io import _exists, _load_npy, check_map_array, load_maps
 
 __all__ = [
     "CAMELS_PARAM_NAMES",
@@ -39,6 +39,8 @@ __all__ = [
     "cut_maps",
     "downsample_maps",
     "split_by_simulation",
+    "TrainingData",
+    "load_training_data",
 ]
 
 CAMELS_PARAM_NAMES = ("Omega_m", "sigma_8", "A_SN1", "A_AGN1", "A_SN2", "A_AGN2")
@@ -274,3 +276,136 @@ def split_by_simulation(
     for a, b in zip(edges[:-1], edges[1:]):
         out.append(np.flatnonzero(np.isin(sim_index, perm[a:b])).astype(np.int64))
     return tuple(out)
+
+
+class TrainingData(NamedTuple):
+    """What :func:`load_training_data` returns.
+
+    Attributes:
+        maps: ``(n, H, W)`` float maps (resized to ``size``).
+        params: ``(n, k)`` float64 per-map parameters, or None.
+        names: the parameter names (None without parameters).
+        sim_index: ``(n,)`` the simulation of each map (maps of one simulation share parameters).
+        cut: whether the maps are cut-out tiles (not periodic: train them without cyclic shifts).
+        info: provenance for a model card: ``files``, ``layout`` (``"camels"`` or ``"maps"``),
+            ``n_sims``, and ``maps_per_sim`` (CAMELS) or ``family`` / ``generator_version`` (an
+            ``.npz`` written by ``bayessky simulate``).
+    """
+
+    maps: np.ndarray
+    params: np.ndarray | None
+    names: list[str] | None
+    sim_index: np.ndarray
+    cut: bool
+    info: dict
+
+
+def load_training_data(
+    data,
+    params=None,
+    *,
+    key: str | None = None,
+    size: int | None = None,
+    mode: str = "cut",
+    maps_per_sim: int | None = None,
+) -> TrainingData:
+    """Maps, per-map parameters and simulation indices for training, whatever the file layout.
+
+    * CAMELS: ``data`` an ``.npy`` stack and ``params`` a table with one row per simulation
+      (CMD ``.txt``, HIGlow ``.csv``; also one row per map): ``maps_per_sim`` maps share each row
+      (default: the map count over the row count), read by :func:`load_camels`.
+    * plain maps: an ``.npy``/``.npz``/FITS map or stack (:func:`bayessky.data.load_maps`, ``key``
+      names the array or HDU) with ``params`` one row per map, or, in an ``.npz`` without
+      ``params``, a ``params`` array (with ``param_names``) or the per-map float arrays such as
+      ``omega_m`` and ``sigma_8`` that ``bayessky simulate hi-toy`` writes; an ``.npz`` may also
+      hold ``sim_index``.
+
+    ``size`` resizes to ``size x size`` by ``mode``: ``"cut"`` tiles (each tile keeps its map's
+    simulation and parameters) or ``"downsample"`` (block mean). Errors name the argument
+    (``data``, ``params``, ``size``, ``mode``, ``maps_per_sim``; ``maps`` for the CAMELS stack).
+    """
+    if mode not in ("cut", "downsample"):
+        raise ValueError(f"mode: expected 'cut' or 'downsample', got {mode!r}")
+    data = _exists(data, "data")
+    if params is not None:
+        params = _exists(params, "params")
+    if params is not None and data.lower().endswith(".npy"):
+        return _load_camels_layout(data, params, size, mode, maps_per_sim)
+    return _load_map_stack(data, params, key, size, mode)
+
+
+def _load_camels_layout(data: str, params: str, size, mode: str, maps_per_sim) -> TrainingData:
+    """An ``.npy`` stack with a parameter table: ``maps_per_sim`` maps share each row."""
+    head = _load_npy(data, "data", mmap=True)
+    # the row count below needs a stack; a 0-d or 1-d file would fail there with an IndexError
+    if head.ndim != 3 or 0 in head.shape:
+        raise ValueError(f"data: expected a stack of maps (n, H, W) with a parameter table, "
+                         f"got shape {head.shape}")
+    n_maps = head.shape[0]
+    rows = load_params(params)[0].shape[0]
+    per = maps_per_sim or (n_maps // rows if n_maps % rows == 0 else None)
+    if per is None:
+        raise ValueError(f"params: {rows} rows do not divide the {n_maps} maps of data")
+    d = load_camels(data, params, size=size, mode=mode, maps_per_sim=per)
+    info = {"files": [os.path.basename(data), os.path.basename(params)], "layout": "camels",
+            "maps_per_sim": per, "n_sims": int(np.unique(d.sim_index).size)}
+    cut = size is not None and mode == "cut" and (size, size) != tuple(head.shape[1:])
+    return TrainingData(np.asarray(d.maps), d.params, list(d.names), d.sim_index, cut, info)
+
+
+def _npz_extras(path: str, key: str | None, n_maps: int, with_params: bool, info: dict):
+    """(params, names, sim_index) stored beside the maps in an ``.npz``; fills ``info``."""
+    params = names = sim = None
+    with np.load(path, allow_pickle=False) as z:
+        for k in ("family", "version", "generator_version"):
+            if k in z.files and z[k].ndim == 0:
+                info["family" if k == "family" else "generator_version"] = z[k].item()
+        if "sim_index" in z.files:
+            sim = np.asarray(z["sim_index"]).reshape(-1)
+        if not with_params:
+            return params, names, sim
+        if "params" in z.files:
+            params = np.asarray(z["params"], dtype=np.float64)
+            params = params[:, None] if params.ndim == 1 else params
+            names = [str(s) for s in z["param_names"]] if "param_names" in z.files else None
+        else:
+            cols = [k for k in z.files if k not in ("maps", key, "sim_index")
+                    and z[k].ndim == 1 and z[k].shape[0] == n_maps and z[k].dtype.kind == "f"]
+            if cols:
+                params = np.column_stack([z[k] for k in cols]).astype(np.float64)
+                names = cols
+    return params, names, sim
+
+
+def _load_map_stack(data: str, params: str | None, key, size, mode: str) -> TrainingData:
+    """A map or stack, one simulation per map unless an ``.npz`` holds ``sim_index``."""
+    maps = load_maps(data, key=key, ndim=(2, 3), name="data")
+    maps = maps[None] if maps.ndim == 2 else maps
+    info: dict = {"files": [os.path.basename(data)]}
+    table, names, sim = None, None, None
+    if data.lower().endswith(".npz"):
+        table, names, sim = _npz_extras(data, key, maps.shape[0], params is None, info)
+    sim = np.arange(maps.shape[0]) if sim is None else sim
+    if params is not None:
+        table = load_params(params)[0]
+        info["files"].append(os.path.basename(params))
+    if table is not None:
+        if table.shape[0] != maps.shape[0]:
+            raise ValueError(f"params: {table.shape[0]} rows for {maps.shape[0]} maps")
+        if names is None or len(names) != table.shape[1]:
+            names = list(CAMELS_PARAM_NAMES[: table.shape[1]]) if table.shape[1] <= 6 else \
+                [f"p{j}" for j in range(table.shape[1])]
+    if sim.shape[0] != maps.shape[0]:
+        raise ValueError(f"data: sim_index has {sim.shape[0]} entries for {maps.shape[0]} maps")
+    cut = False
+    if size is not None and size != maps.shape[-1]:
+        if mode == "cut":
+            per = math.prod(_resize_factor(maps.shape, size, mode))
+            maps = cut_maps(maps, size)
+            sim = np.repeat(sim, per)
+            table = None if table is None else np.repeat(table, per, axis=0)
+            cut = True
+        else:
+            maps = downsample_maps(maps, size)
+    info.update(layout="maps", n_sims=int(np.unique(sim).size))
+    return TrainingData(maps, table, names, sim, cut, info)
