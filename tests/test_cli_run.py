@@ -1,4 +1,4 @@
-"""``bayessky run SCRIPT --data FILE``: outputs against closed forms, stacks, channels, errors.
+"""``bayessky run MODEL --data FILE``: outputs against closed forms, stacks, channels, errors.
 
 The model scripts are conjugate Gaussian models, so what the runner writes can be checked against
 exact answers instead of against another run:
@@ -6,20 +6,26 @@ exact answers instead of against another run:
 * per-pixel denoising ``x ~ N(0, s^2)``, ``d = M x + n``: the MAP map is the per-pixel Wiener
   filter ``s^2 / (s^2 + sigma^2) d`` on observed pixels and 0 on masked ones;
 * a mean parameter ``mu ~ N(0, 1)`` with ``d_i ~ N(mu, 1)``: the grid posterior mean is
-  ``sum(d) / (n + 1)``.
+  ``sum(d) / (n + 1)``;
+* the packaged model ``hi_parameters`` run by name: the same draws as its editable script
+  ``inference/hi_parameters.py``, and with the exact likelihood the grid posterior of an
+  independent numpy hi-toy-v1 likelihood (``tests/_hi_reference.py``).
 """
 
 from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
+import arviz as az
 import numpy as np
 import pandas as pd
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from _hi_reference import grid_moments
 
 from bayessky import infer
 from bayessky.cli import main
@@ -238,3 +244,49 @@ def test_map_site_of_another_shape_than_the_data(tmp_path):
     expect = data.reshape(4, 2, 4, 2).sum((1, 3)) / 5.0
     np.testing.assert_allclose(mean, expect, atol=1e-3)
     assert (out / "maps.png").stat().st_size > 0
+
+
+# ---- packaged models by name -----------------------------------------------------------------------
+
+
+def _hi_map(tmp_path, seed=11):
+    from bayessky.families import hi_toy
+
+    return _save(tmp_path, "hi.npy", hi_toy.sample(1, 0.3, 0.8, size=32, seed=seed)[0])
+
+
+def test_packaged_model_by_name_matches_its_script_and_a_numpy_grid(tmp_path):
+    data = _hi_map(tmp_path)
+    script = str(Path(__file__).resolve().parents[1] / "inference" / "hi_parameters.py")
+    # the learned likelihood (shipped hi-cglow-32): the name and the user's script run one model
+    draws = {}
+    for label, spec in (("name", "hi_parameters"), ("path", script)):
+        out = tmp_path / label
+        assert main(["run", spec, "--data", data, "--set", "grid_size=6", "--out", str(out)]) == 0
+        meta = json.loads((out / "run.json").read_text())
+        assert meta["engine"] == "grid" and meta["options"] == {"grid_size": 6}
+        post = az.from_netcdf(out / "posterior.nc").posterior
+        draws[label] = {k: post[k].values for k in ("Omega_m", "sigma_8")}
+        assert draws[label]["Omega_m"].size == 1000  # the model's DEFAULTS num_samples
+    for k in ("Omega_m", "sigma_8"):
+        np.testing.assert_array_equal(draws["name"][k], draws["path"][k])
+    # the exact likelihood by name: the draws' means are the numpy grid posterior's, within MC error
+    n, g = 20_000, 8
+    out = tmp_path / "exact"
+    assert main(["run", "hi_parameters", "--data", data, "--set", "likelihood=exact",
+                 "--set", f"grid_size={g}", "--set", f"num_samples={n}", "--out", str(out)]) == 0
+    post = az.from_netcdf(out / "posterior.nc").posterior
+    for k, (mean, sd) in grid_moments(np.load(data), g).items():
+        d = post[k].values.ravel()
+        assert abs(d.mean() - mean) < 4 * sd / n**0.5, (k, d.mean(), mean, sd)
+        assert abs(d.std() / sd - 1) < 0.05, (k, d.std(), sd)
+
+
+def test_unknown_model_name_is_a_one_line_error_listing_the_models(tmp_path, capsys):
+    good = _save(tmp_path, "d.npy", np.zeros((4, 4)))
+    msg = _err(capsys, ["run", "no_such_model", "--data", good, "--out", str(tmp_path / "o")])
+    assert msg.startswith("bayessky run: error: model: 'no_such_model' is neither a packaged model ("), msg
+    assert "hi_parameters" in msg, msg
+    msg = _err(capsys, ["run", str(tmp_path / "missing.py"), "--data", good])
+    assert "no such file" in msg and "hi_parameters" in msg, msg
+    assert not (tmp_path / "o").exists()
