@@ -5,12 +5,15 @@
 - central intervals: Gaussian on a fine grid vs scipy.stats.norm quantiles;
 - HPD membership: 2-D Gaussian on a grid vs the chi^2_2 radius of the ellipse;
 - coverage and RMSE on a calibrated (and a deliberately overconfident) Gaussian toy whose
-  coverage and Bayes risk are known in closed form.
+  coverage and Bayes risk are known in closed form;
+- benchmarks/hi_vs_exact.py on a few maps: its exact posteriors (the packaged model
+  ``bayessky.models.hi_parameters`` through the grid engine) vs an independent numpy likelihood.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -158,3 +161,29 @@ def test_cell_index_and_axes():
 
 def test_max_rel_dev():
     assert hc.max_rel_dev([1.0, 2.2, np.nan], [1.0, 2.0, 3.0]) == pytest.approx(0.1)
+
+
+def test_hi_vs_exact_runs_the_packaged_model_and_matches_a_numpy_grid(capsys):
+    """benchmarks/hi_vs_exact.py end to end on 3 maps, 6 x 6 grid: its exact posteriors (the packaged
+    model through bayessky.infer.grid) against the independent numpy likelihood of tests/_hi_reference."""
+    from _hi_reference import grid_moments
+
+    spec = importlib.util.spec_from_file_location("bench_hi_vs_exact", _PATH.parent / "hi_vs_exact.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    n_maps, g = 3, 6
+    assert bench.main(["--prior", "hi-cglow-32", "--n-maps", str(n_maps), "--size", "32", "--grid", str(g),
+                       "--nuts-maps", "0", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "bayessky.models.hi_parameters"
+    maps, truth = bench.make_maps(n_maps, 32, 100_000)
+    ref = [grid_moments(m, g) for m in maps]
+    for i, k in enumerate(("Omega_m", "sigma_8")):
+        rmse = math.sqrt(np.mean([(r[k][0] - t) ** 2 for r, t in zip(ref, truth[:, i])]))
+        assert result["exact"]["rmse"][k] == pytest.approx(rmse, rel=1e-9)
+        mean_std = np.mean([r[k][1] for r in ref])
+        assert result["exact"]["mean_posterior_std"][k] == pytest.approx(mean_std, rel=1e-9)
+    exact_check, flow_check = result["checks"]["model_vs_direct"]
+    assert exact_check["likelihood"] == "exact" and exact_check["n_maps"] == n_maps
+    assert exact_check["max_abs_dlogw_where_w>1e-8"] < 1e-9
+    assert flow_check["likelihood"] == "flow" and flow_check["max_abs_dlogw_where_w>1e-8"] < 1e-5
