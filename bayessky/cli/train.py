@@ -281,18 +281,8 @@ def _augment(args, cut: bool, square: bool):
 
 
 # -- command ------------------------------------------------------------------------------------------
-def run(args: argparse.Namespace) -> int:
-    from ..atomic import write_json
-    from ..data.camels import split_by_simulation
-    from ..nn.registry import build_network, network_class, network_spec
-    from ..priors.card import validate_card
-    from ..priors.checkpoint import CARD_FILE
-    from ..train.losses import physical_nll
-
-    try:
-        spec = network_spec(args.kind)
-    except ValueError as err:
-        raise CLIError(str(err)) from None
+def _check_numbers(args) -> None:
+    """The numeric flags, before any file is read."""
     for flag, v in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
         if v < (0 if flag == "--epochs" else 1):
             raise CLIError(f"{flag}: expected a {'non-negative' if flag == '--epochs' else 'positive'} "
@@ -305,6 +295,81 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--lr: expected a positive learning rate, got {args.lr}")
     if args.size is not None and args.size < 1:
         raise CLIError(f"--size: expected a positive integer, got {args.size}")
+
+
+def _card(args, d, arch, transform, tnames, shape, ctx, splits) -> dict:
+    """The partial model card the trainer completes: network, transform, context, data and split."""
+    names, low, high = ctx
+    train_idx, val_idx, test_idx = splits
+    fv, ft = args.val_fraction, args.test_fraction
+    sims = [np.unique(d.sim_index[idx]).tolist() for idx in splits]
+    return {
+        "kind": args.kind, "architecture": arch, "transform": transform.to_config(),
+        "context": None if not names else {"names": names, "low": low, "high": high},
+        "data": {**d.info, "map_shape": list(shape), "size": args.size,
+                 "resize": args.resize if args.size else None, "transform_names": tnames,
+                 "n_test": int(test_idx.size),
+                 "split": {"by": "simulation", "seed": args.seed, "fractions": [1 - fv - ft, fv, ft],
+                           "train_sims": sims[0], "val_sims": sims[1], "test_sims": sims[2]}},
+    }
+
+
+def _physical_metrics(out, card: dict, transform, maps: np.ndarray, splits) -> dict:
+    """Add the NLL of the physical maps (the transform's log-Jacobian subtracted, see
+    :mod:`bayessky.train.losses`) to the card's metrics and rewrite the card."""
+    from ..atomic import write_json
+    from ..priors.card import validate_card
+    from ..priors.checkpoint import CARD_FILE
+    from ..train.losses import physical_nll
+
+    card = dict(card)
+    metrics = dict(card["metrics"])
+    for prefix, idx in (("val", splits[1]), ("test", splits[2])):
+        key = f"{prefix}_nll_per_map"
+        if key in metrics and idx.size:
+            raw = torch.as_tensor(np.asarray(maps[idx]), dtype=torch.float64)
+            metrics[f"{prefix}_nll_physical_per_map"] = physical_nll(metrics[key], transform, raw)
+    card["metrics"] = metrics
+    write_json(out / CARD_FILE, validate_card(card))
+    return card
+
+
+def _train(args, spec, net, y, context, splits, card, augment, out, device):
+    """Run the trainer of the network's objective (WGAN-GP, or NLL / ELBO) on the split."""
+    def part(idx):
+        if idx.size == 0:
+            return None
+        return (y[idx], None if context is None else context[idx])
+
+    train_idx, val_idx, test_idx = splits
+    progress = not args.no_progress
+    if spec.objective == "wgan-gp":
+        from ..train.gan import GANConfig, fit_wgan_gp
+
+        cfg = GANConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 1e-4, seed=args.seed,
+                        progress=progress)
+        val = part(val_idx)
+        return fit_wgan_gp(net, y[train_idx], None if val is None else val[0], config=cfg, augment=augment,
+                           out=out, resume=args.resume, card=card, device=device)
+    from ..train.loop import TrainConfig, fit
+
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 3e-4,
+                      early_stopping=args.early_stopping, seed=args.seed, progress=progress)
+    return fit(net, part(train_idx), part(val_idx), objective=spec.objective, config=cfg,
+               augment=augment, out=out, resume=args.resume, card=card, test=part(test_idx),
+               device=device)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.camels import split_by_simulation
+    from ..nn.registry import build_network, network_class, network_spec
+    from ..priors.checkpoint import CARD_FILE
+
+    try:
+        spec = network_spec(args.kind)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    _check_numbers(args)
     device = _device(args.device)
     out = check_out_dir(args.out)  # a file in its place or among its parents
     if not args.resume and (out / "state.safetensors").exists():
@@ -313,10 +378,11 @@ def run(args: argparse.Namespace) -> int:
     d = _load(args)
     maps, params, sim = d.maps, d.params, d.sim_index
     cols, ctx_names = _context_columns(args, d.names, params, spec)
-    train_idx, val_idx, test_idx = split_by_simulation(sim, (1 - fv - ft, fv, ft), seed=args.seed)
+    fv, ft = args.val_fraction, args.test_fraction
+    splits = split_by_simulation(sim, (1 - fv - ft, fv, ft), seed=args.seed)
+    train_idx, val_idx, test_idx = splits
     if train_idx.size == 0:
         raise CLIError("--data: no simulations left for training")
-    train_sims = np.unique(sim[train_idx])
     transform, tnames = _transform(args, maps[train_idx])
     y = _apply(transform, maps)[:, None]  # (n, 1, H, W)
     shape = tuple(y.shape[1:])
@@ -334,54 +400,14 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)  # network initialisation
     net = build_network(args.kind, arch).to(device)
     arch = dict(getattr(net, "architecture", None) or arch)
-
-    def part(idx):
-        if idx.size == 0:
-            return None
-        return (y[idx], None if context is None else context[idx])
-
-    card = {
-        "kind": args.kind, "architecture": arch, "transform": transform.to_config(),
-        "context": None if not cols else {"names": ctx_names, "low": low, "high": high},
-        "data": {**d.info, "map_shape": list(shape), "size": args.size,
-                 "resize": args.resize if args.size else None, "transform_names": tnames,
-                 "n_test": int(test_idx.size),
-                 "split": {"by": "simulation", "seed": args.seed, "fractions": [1 - fv - ft, fv, ft],
-                           "train_sims": train_sims.tolist(), "val_sims": np.unique(sim[val_idx]).tolist(),
-                           "test_sims": np.unique(sim[test_idx]).tolist()}},
-    }
+    card = _card(args, d, arch, transform, tnames, shape, (ctx_names, low, high), splits)
     augment = _augment(args, d.cut, shape[-1] == shape[-2])
-    progress = not args.no_progress
-    print(f"bayessky train: {args.kind} on {len(train_idx)} maps ({train_sims.size} simulations) of shape "
-          f"{shape}, {len(val_idx)} val / {len(test_idx)} test, {sum(p.numel() for p in net.parameters())} "
-          f"parameters, device {device}", file=sys.stderr)
-    if spec.objective == "wgan-gp":
-        from ..train.gan import GANConfig, fit_wgan_gp
-
-        cfg = GANConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 1e-4, seed=args.seed,
-                        progress=progress)
-        val = part(val_idx)
-        result = fit_wgan_gp(net, y[train_idx], None if val is None else val[0], config=cfg, augment=augment,
-                             out=out, resume=args.resume, card=card, device=device)
-    else:
-        from ..train.loop import TrainConfig, fit
-
-        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 3e-4,
-                          early_stopping=args.early_stopping, seed=args.seed, progress=progress)
-        result = fit(net, part(train_idx), part(val_idx), objective=spec.objective, config=cfg,
-                     augment=augment, out=out, resume=args.resume, card=card, test=part(test_idx),
-                     device=device)
-        # NLL of the physical maps: subtract the transform's log-Jacobian (see train.losses)
-        card_out = dict(result.card)
-        metrics = dict(card_out["metrics"])
-        for prefix, idx in (("val", val_idx), ("test", test_idx)):
-            key = f"{prefix}_nll_per_map"
-            if key in metrics and idx.size:
-                raw = torch.as_tensor(np.asarray(maps[idx]), dtype=torch.float64)
-                metrics[f"{prefix}_nll_physical_per_map"] = physical_nll(metrics[key], transform, raw)
-        card_out["metrics"] = metrics
-        write_json(out / CARD_FILE, validate_card(card_out))
-        result = result._replace(card=card_out)
+    print(f"bayessky train: {args.kind} on {len(train_idx)} maps ({np.unique(sim[train_idx]).size} "
+          f"simulations) of shape {shape}, {len(val_idx)} val / {len(test_idx)} test, "
+          f"{sum(p.numel() for p in net.parameters())} parameters, device {device}", file=sys.stderr)
+    result = _train(args, spec, net, y, context, splits, card, augment, out, device)
+    if spec.objective != "wgan-gp":
+        result = result._replace(card=_physical_metrics(out, result.card, transform, maps, splits))
     shown = {k: v for k, v in (result.card or {}).get("metrics", {}).items() if isinstance(v, float)}
     print(f"bayessky train: wrote {out / 'weights.safetensors'} and {out / CARD_FILE}; "
           + ", ".join(f"{k} = {v:.5g}" for k, v in shown.items()), file=sys.stderr)
