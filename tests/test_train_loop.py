@@ -166,3 +166,25 @@ def test_vae_objective_is_the_negative_elbo():
     fit(vae, x, objective="elbo", config=TrainConfig(epochs=6, batch_size=10, lr=0.05, progress=False))
     after = evaluate(vae, x, "elbo", seed=5)
     assert 256 * 2.5 - 30 < after < before - 0.25 * (before - 256 * 2.5)
+
+
+def test_write_prior_merges_the_given_card_over_the_trainer_record(tmp_path, toy_kind):
+    """write_prior (both trainers' end step): the caller's card entries win, sizes and metrics
+    are added, and the card comes back as read from the folder."""
+    from bayessky.train._common import write_prior
+
+    net = AffineFlow(SHAPE)
+    card = _card(toy_kind)
+    card["training"] = {"note": "given", "lr": 0.5}
+    card["metrics"] = {"extra": 1.0}
+    out = write_prior(tmp_path, net, card, {"lr": 0.1, "epochs_run": 3},
+                      {"val_nll_per_map": 2.0, "extra": 0.0}, n_train=10, n_val=None)
+    assert out["training"] == {"lr": 0.5, "epochs_run": 3, "note": "given"}
+    assert out["data"] == {"n_train": 10, "family": "test"}
+    assert out["metrics"] == {"val_nll_per_map": 2.0, "extra": 1.0}
+    assert json.loads((tmp_path / "card.json").read_text())["data"]["n_train"] == 10
+    loaded, _ = load_checkpoint(tmp_path)
+    for k, v in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+    out = write_prior(tmp_path, net, _card(toy_kind), {}, {}, n_train=10, n_val=4)
+    assert out["data"] == {"n_train": 10, "n_val": 4, "family": "test"}

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 __all__ = ["MapData", "as_map_data", "capture_rng", "restore_rng", "hardware", "progress_bar",
-           "clone_state"]
+           "clone_state", "write_prior"]
 
 
 class MapData(NamedTuple):
@@ -98,3 +98,21 @@ def progress_bar(total: int, initial: int, enabled: bool, desc: str):
 
     return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="epoch",
                 file=sys.stderr, dynamic_ncols=True, leave=True)
+
+
+def write_prior(out, model: torch.nn.Module, card, training: dict, metrics: dict, *, n_train: int,
+                n_val: int | None) -> dict:
+    """Write the prior folder ``out`` (weights + model card) at the end of training.
+
+    The card is ``card`` completed with ``training`` (the trainer's record), the data sizes and
+    ``metrics``; entries the given card already has under ``training``, ``data`` or ``metrics``
+    win. Returns the card as read back from ``out``.
+    """
+    from ..priors.checkpoint import read_card, save_checkpoint
+
+    data = {"n_train": n_train, **({"n_val": n_val} if n_val is not None else {}),
+            **dict(card.get("data") or {})}
+    full = {**dict(card), "training": {**training, **dict(card.get("training") or {})}, "data": data,
+            "metrics": {**metrics, **dict(card.get("metrics") or {})}}
+    save_checkpoint(out, model, full)
+    return read_card(out)

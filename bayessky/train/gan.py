@@ -30,8 +30,8 @@ import torch
 
 from .._validate import device_dtype
 from ..atomic import write_json
-from ..priors.checkpoint import match_state, read_card, save_checkpoint
-from ._common import as_map_data, capture_rng, hardware, progress_bar, restore_rng
+from ..priors.checkpoint import match_state
+from ._common import as_map_data, capture_rng, hardware, progress_bar, restore_rng, write_prior
 from .checkpoint import load_state, save_state
 from .loop import STATE_FILE, TrainResult
 
@@ -128,9 +128,8 @@ def fit_wgan_gp(
     if train.context is not None:
         raise ValueError("train: the WGAN-GP trainer is unconditional, got a context")
     dev, dtype = device_dtype(gan, device=device)
-    g_net, d_net, dim = gan.generator, gan.critic, int(gan.latent_dim)
-    opt_g = torch.optim.Adam(g_net.parameters(), lr=cfg.lr, betas=cfg.betas)
-    opt_d = torch.optim.Adam(d_net.parameters(), lr=cfg.lr, betas=cfg.betas)
+    opt_g = torch.optim.Adam(gan.generator.parameters(), lr=cfg.lr, betas=cfg.betas)
+    opt_d = torch.optim.Adam(gan.critic.parameters(), lr=cfg.lr, betas=cfg.betas)
     gens = {"shuffle": torch.Generator().manual_seed(cfg.seed),
             "augment": torch.Generator().manual_seed(cfg.seed + 1),
             "noise": torch.Generator().manual_seed(cfg.seed + 3)}
@@ -140,17 +139,7 @@ def fit_wgan_gp(
     epoch, step, history, elapsed = 0, 0, [], 0.0
 
     if resume and state_path is not None and state_path.exists():
-        st = load_state(state_path, "state")
-        if st.get("format") != STATE_FORMAT:
-            raise ValueError(f"resume: {str(state_path)!r} is not a {STATE_FORMAT} file")
-        if card is not None and (st.get("kind") != card.get("kind") or st.get("architecture") != arch):
-            raise ValueError(f"resume: {str(state_path)!r} was written for another architecture; use a new "
-                             "--out or the same settings")
-        match_state(gan, st["model"], "gan", str(state_path))
-        gan.load_state_dict(st["model"])
-        opt_g.load_state_dict(st["opt_generator"])
-        opt_d.load_state_dict(st["opt_critic"])
-        restore_rng(st["rng"], gens)
+        st = _resume(state_path, card, arch, gan, opt_g, opt_d, gens)
         epoch, step, history = int(st["epoch"]), int(st["step"]), list(st["history"])
         elapsed = float(st["time_s"])
 
@@ -159,43 +148,13 @@ def fit_wgan_gp(
     try:
         while epoch < cfg.epochs:
             t0 = time.perf_counter()
-            gan.train()
-            perm = torch.randperm(n, generator=gens["shuffle"])
-            d_sum = g_sum = 0.0
-            d_count = g_count = 0
-            for b in range(0, n, cfg.batch_size):
-                sel = perm[b:b + cfg.batch_size].to(train.maps.device)
-                real = train.maps.index_select(0, sel).to(device=dev, dtype=dtype)
-                if augment is not None:
-                    real = augment(real, gens["augment"])
-                m = real.shape[0]
-                # critic step: maximise D(real) - D(fake) under the gradient penalty
-                with torch.no_grad():
-                    fake = g_net(_noise(m, dim, gens["noise"], dev, dtype))
-                eps = torch.rand(m, generator=gens["noise"]).to(device=dev, dtype=dtype)
-                loss_d = (d_net(fake).mean() - d_net(real).mean()
-                          + _penalty(d_net, real, fake, cfg.lambda_gp, eps))
-                if not torch.isfinite(loss_d):
-                    raise FloatingPointError(f"critic loss is {float(loss_d)} at epoch {epoch + 1}; lower lr")
-                opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                opt_d.step()
-                d_sum += float(loss_d.detach())
-                d_count += 1
-                step += 1
-                if step % cfg.critic_steps == 0:
-                    # generator step: maximise D(G(z)); the critic's gradients are discarded
-                    z = _noise(cfg.batch_size, dim, gens["noise"], dev, dtype)
-                    loss_g = -d_net(g_net(z)).mean()
-                    opt_g.zero_grad(set_to_none=True)
-                    loss_g.backward()
-                    opt_g.step()
-                    g_sum += float(loss_g.detach())
-                    g_count += 1
+            step, losses = _train_epoch(gan, train, (opt_g, opt_d), cfg, gens, augment, (dev, dtype), step,
+                                        epoch + 1)
             epoch += 1
             elapsed += time.perf_counter() - t0
-            record = {"epoch": epoch, "critic_loss": d_sum / max(d_count, 1),
-                      "generator_loss": g_sum / g_count if g_count else None, "time_s": elapsed}
+            record = {"epoch": epoch, "critic_loss": sum(losses["critic"]) / max(len(losses["critic"]), 1),
+                      "generator_loss": sum(losses["generator"]) / len(losses["generator"])
+                      if losses["generator"] else None, "time_s": elapsed}
             if val is not None:
                 record["val_wasserstein"] = wasserstein_estimate(gan, val.maps, seed=cfg.seed + 2,
                                                                  batch_size=cfg.eval_batch_size)
@@ -227,12 +186,62 @@ def fit_wgan_gp(
         training = {**cfg.to_dict(), "optimizer": "Adam (generator and critic)", "objective": "WGAN-GP",
                     "epochs_run": epoch, "generator_steps": step // cfg.critic_steps, "time_s": elapsed,
                     "hardware": hardware(dev),
-                    "augment": augment.to_config() if hasattr(augment, "to_config") else None,
-                    **dict(card.get("training") or {})}
-        full = {**dict(card), "training": training,
-                "data": {"n_train": n, **({"n_val": len(val)} if val is not None else {}),
-                         **dict(card.get("data") or {})},
-                "metrics": {**metrics, **dict(card.get("metrics") or {})}}
-        save_checkpoint(out, gan, full)
-        full_card = read_card(out)
+                    "augment": augment.to_config() if hasattr(augment, "to_config") else None}
+        full_card = write_prior(out, gan, card, training, metrics, n_train=n,
+                                n_val=None if val is None else len(val))
     return TrainResult(gan, history, metrics, full_card)
+
+
+def _resume(state_path: Path, card: Mapping | None, arch, gan, opt_g, opt_d, gens) -> dict:
+    """Load a WGAN-GP training state into the GAN, both optimisers and the generators; return it."""
+    st = load_state(state_path, "state")
+    if st.get("format") != STATE_FORMAT:
+        raise ValueError(f"resume: {str(state_path)!r} is not a {STATE_FORMAT} file")
+    if card is not None and (st.get("kind") != card.get("kind") or st.get("architecture") != arch):
+        raise ValueError(f"resume: {str(state_path)!r} was written for another architecture; use a new "
+                         "--out or the same settings")
+    match_state(gan, st["model"], "gan", str(state_path))
+    gan.load_state_dict(st["model"])
+    opt_g.load_state_dict(st["opt_generator"])
+    opt_d.load_state_dict(st["opt_critic"])
+    restore_rng(st["rng"], gens)
+    return st
+
+
+def _train_epoch(gan, train, optimizers, cfg: GANConfig, gens, augment, where, step: int,
+                 epoch: int) -> tuple[int, dict[str, list[float]]]:
+    """One pass over ``train``: a critic step per batch, a generator step every ``critic_steps``
+    critic steps (counted by ``step`` across epochs). Returns the new step count and the losses."""
+    (dev, dtype), (opt_g, opt_d) = where, optimizers
+    g_net, d_net, dim = gan.generator, gan.critic, int(gan.latent_dim)
+    n = len(train)
+    gan.train()
+    perm = torch.randperm(n, generator=gens["shuffle"])
+    losses: dict[str, list[float]] = {"critic": [], "generator": []}
+    for b in range(0, n, cfg.batch_size):
+        sel = perm[b:b + cfg.batch_size].to(train.maps.device)
+        real = train.maps.index_select(0, sel).to(device=dev, dtype=dtype)
+        if augment is not None:
+            real = augment(real, gens["augment"])
+        m = real.shape[0]
+        # critic step: maximise D(real) - D(fake) under the gradient penalty
+        with torch.no_grad():
+            fake = g_net(_noise(m, dim, gens["noise"], dev, dtype))
+        eps = torch.rand(m, generator=gens["noise"]).to(device=dev, dtype=dtype)
+        loss_d = d_net(fake).mean() - d_net(real).mean() + _penalty(d_net, real, fake, cfg.lambda_gp, eps)
+        if not torch.isfinite(loss_d):
+            raise FloatingPointError(f"critic loss is {float(loss_d)} at epoch {epoch}; lower lr")
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        losses["critic"].append(float(loss_d.detach()))
+        step += 1
+        if step % cfg.critic_steps == 0:
+            # generator step: maximise D(G(z)); the critic's gradients are discarded
+            z = _noise(cfg.batch_size, dim, gens["noise"], dev, dtype)
+            loss_g = -d_net(g_net(z)).mean()
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            losses["generator"].append(float(loss_g.detach()))
+    return step, losses

@@ -32,14 +32,16 @@ import torch
 
 from .._validate import device_dtype
 from ..atomic import write_json
-from ..priors.checkpoint import match_state, save_checkpoint
+from ..priors.checkpoint import match_state
 from ._common import (
+    MapData,
     as_map_data,
     capture_rng,
     clone_state,
     hardware,
     progress_bar,
     restore_rng,
+    write_prior,
 )
 from .checkpoint import load_state, save_state
 from .losses import Objective, bits_per_pixel, objective_for
@@ -145,9 +147,27 @@ def evaluate(model: torch.nn.Module, data, objective: str | Objective = "nll", *
     return total / len(data)
 
 
-def _split_metrics(prefix: str, name: str, value: float, n_pix: int) -> dict:
-    return {f"{prefix}_{name}_per_map": value, f"{prefix}_{name}_per_pixel": value / n_pix,
-            f"{prefix}_bits_per_pixel": bits_per_pixel(value, n_pix)}
+def _check_held_out(train: MapData, **held_out: MapData | None) -> None:
+    for nm, d in held_out.items():
+        if d is not None and tuple(d.maps.shape[1:]) != tuple(train.maps.shape[1:]):
+            raise ValueError(f"{nm}: maps of shape {tuple(d.maps.shape[1:])} differ from the training maps "
+                             f"{tuple(train.maps.shape[1:])}")
+
+
+def _held_out_metrics(model, objective: Objective, cfg: TrainConfig, dev, **held_out: MapData | None) -> dict:
+    """``{prefix}_{loss}_per_map`` / ``_per_pixel``, ``{prefix}_bits_per_pixel`` and ``n_{prefix}``
+    for each held-out set given."""
+    metrics = {}
+    for prefix, data in held_out.items():
+        if data is not None:
+            value = evaluate(model, data, objective, batch_size=cfg.eval_batch_size, seed=cfg.seed + 2,
+                             device=dev)
+            n_pix = int(data.maps[0].numel())
+            metrics.update({f"{prefix}_{objective.name}_per_map": value,
+                            f"{prefix}_{objective.name}_per_pixel": value / n_pix,
+                            f"{prefix}_bits_per_pixel": bits_per_pixel(value, n_pix),
+                            f"n_{prefix}": len(data)})
+    return metrics
 
 
 def fit(
@@ -195,10 +215,7 @@ def fit(
     test = as_map_data(test, "test")
     dev, dtype = device_dtype(model, device=device)
     n_pix = int(train.maps[0].numel())
-    for nm, d in (("val", val), ("test", test)):
-        if d is not None and tuple(d.maps.shape[1:]) != tuple(train.maps.shape[1:]):
-            raise ValueError(f"{nm}: maps of shape {tuple(d.maps.shape[1:])} differ from the training maps "
-                             f"{tuple(train.maps.shape[1:])}")
+    _check_held_out(train, val=val, test=test)
     out = Path(out) if out is not None else None
     state_path = out / STATE_FILE if out is not None else None
 
@@ -207,55 +224,20 @@ def fit(
                                                        patience=cfg.lr_patience, min_lr=cfg.min_lr)
     gens = {"shuffle": torch.Generator().manual_seed(cfg.seed),
             "augment": torch.Generator().manual_seed(cfg.seed + 1)}
-    epoch, history, best_value, best_epoch, bad, best_state, elapsed = 0, [], math.inf, 0, 0, None, 0.0
+    run = _Progress()
     arch = dict(card.get("architecture", {})) if card else None
-
     if resume and state_path is not None and state_path.exists():
-        st = load_state(state_path, "state")
-        if st.get("format") != STATE_FORMAT:
-            raise ValueError(f"resume: {str(state_path)!r} is not a {STATE_FORMAT} file")
-        if card is not None and (st.get("kind") != card.get("kind") or st.get("architecture") != arch):
-            raise ValueError(f"resume: {str(state_path)!r} was written for kind {st.get('kind')!r} with "
-                             "another architecture; use a new --out or the same settings")
-        match_state(model, st["model"], st.get("kind") or "given", str(state_path))
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        restore_rng(st["rng"], gens)
-        epoch, history = int(st["epoch"]), list(st["history"])
-        best_value, best_epoch = float(st["best_value"]), int(st["best_epoch"])
-        bad, best_state, elapsed = int(st["bad_epochs"]), st["best_model"], float(st["time_s"])
+        run = _Progress.from_state(_resume(state_path, card, arch, model, opt, sched, gens))
 
     n = len(train)
-    bar = progress_bar(cfg.epochs, min(epoch, cfg.epochs), cfg.progress, f"train {objective.name}")
-    stop = cfg.early_stopping is not None and bad >= cfg.early_stopping
+    bar = progress_bar(cfg.epochs, min(run.epoch, cfg.epochs), cfg.progress, f"train {objective.name}")
+    stop = run.stopped(cfg)
     try:
-        while epoch < cfg.epochs and not stop:
+        while run.epoch < cfg.epochs and not stop:
             t0 = time.perf_counter()
-            model.train()
-            perm = torch.randperm(n, generator=gens["shuffle"])
-            total = 0.0
-            for b in range(0, n, cfg.batch_size):
-                idx = perm[b:b + cfg.batch_size]
-                x = train.maps.index_select(0, idx.to(train.maps.device)).to(device=dev, dtype=dtype)
-                c = train.context
-                c = None if c is None else c.index_select(0, idx.to(c.device)).to(device=dev, dtype=dtype)
-                if augment is not None:
-                    x = augment(x, gens["augment"])
-                per_map = objective(model, x, c)
-                loss = per_map.mean() / n_pix
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"training diverged at epoch {epoch + 1}, batch "
-                                             f"{b // cfg.batch_size + 1} (loss {float(loss.detach())}); "
-                                             "lower lr")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-                total += float(per_map.detach().to(torch.float64).sum())
-            epoch += 1
-            record = {"epoch": epoch, f"train_{objective.name}_per_map": total / n,
+            total = _train_epoch(model, train, objective, opt, cfg, gens, augment, (dev, dtype),
+                                 run.epoch + 1)
+            record = {"epoch": run.epoch + 1, f"train_{objective.name}_per_map": total / n,
                       "lr": opt.param_groups[0]["lr"]}
             monitor = total / n
             if val is not None:
@@ -263,58 +245,123 @@ def fit(
                                    seed=cfg.seed + 2, device=dev)
                 record[f"val_{objective.name}_per_map"] = monitor
             if not math.isfinite(monitor):
-                raise FloatingPointError(f"monitored loss is {monitor} at epoch {epoch}; lower lr")
+                raise FloatingPointError(f"monitored loss is {monitor} at epoch {run.epoch + 1}; lower lr")
             sched.step(monitor)
-            if monitor < best_value:
-                best_value, best_epoch, bad = monitor, epoch, 0
-                best_state = clone_state(model) if cfg.restore_best else None
-            else:
-                bad += 1
-            elapsed += time.perf_counter() - t0
-            record["time_s"] = elapsed
-            history.append(record)
-            stop = cfg.early_stopping is not None and bad >= cfg.early_stopping
+            run.end_epoch(monitor, model, cfg.restore_best, record, time.perf_counter() - t0)
+            stop = run.stopped(cfg)
             if state_path is not None:
                 save_state(state_path, {
                     "format": STATE_FORMAT, "kind": card.get("kind") if card else None, "architecture": arch,
-                    "epoch": epoch, "model": model.state_dict(), "best_model": best_state,
-                    "best_value": best_value, "best_epoch": best_epoch, "bad_epochs": bad,
-                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "rng": capture_rng(gens), "history": history, "time_s": elapsed,
-                    "config": cfg.to_dict(),
+                    "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "rng": capture_rng(gens), "config": cfg.to_dict(),
+                    **run.state(),
                 })
-                write_json(out / "history.json", history)
+                write_json(out / "history.json", run.history)
             bar.update(1)
             bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in record.items()
                              if k not in ("epoch", "time_s")})
-            if callback is not None and callback(epoch, record):
+            if callback is not None and callback(run.epoch, record):
                 break
     finally:
         bar.close()
 
-    if cfg.restore_best and best_state is not None:
-        model.load_state_dict(best_state)
+    if cfg.restore_best and run.best_state is not None:
+        model.load_state_dict(run.best_state)
     model.eval()
-    metrics: dict = {"n_pix": n_pix, "best_epoch": best_epoch}
-    for prefix, data in (("val", val), ("test", test)):
-        if data is not None:
-            value = evaluate(model, data, objective, batch_size=cfg.eval_batch_size, seed=cfg.seed + 2,
-                             device=dev)
-            metrics.update(_split_metrics(prefix, objective.name, value, n_pix))
-            metrics[f"n_{prefix}"] = len(data)
+    metrics = {"n_pix": n_pix, "best_epoch": run.best_epoch,
+               **_held_out_metrics(model, objective, cfg, dev, val=val, test=test)}
     full_card = None
     if out is not None and card is not None:
         training = {**cfg.to_dict(), "optimizer": "Adam", "scheduler": "ReduceLROnPlateau",
-                    "objective": f"{objective!r} per pixel", "epochs_run": epoch,
-                    "stopped_early": bool(stop), "final_lr": opt.param_groups[0]["lr"], "time_s": elapsed,
+                    "objective": f"{objective!r} per pixel", "epochs_run": run.epoch,
+                    "stopped_early": bool(stop), "final_lr": opt.param_groups[0]["lr"], "time_s": run.elapsed,
                     "hardware": hardware(dev), "augment": getattr(augment, "to_config", lambda: None)()
-                    if augment is not None else None, **dict(card.get("training") or {})}
-        data_info = {"n_train": n, **({"n_val": len(val)} if val is not None else {}),
-                     **dict(card.get("data") or {})}
-        full = {**dict(card), "training": training, "data": data_info,
-                "metrics": {**metrics, **dict(card.get("metrics") or {})}}
-        save_checkpoint(out, model, full)
-        from ..priors.checkpoint import read_card
+                    if augment is not None else None}
+        full_card = write_prior(out, model, card, training, metrics, n_train=n,
+                                n_val=None if val is None else len(val))
+    return TrainResult(model, run.history, metrics, full_card)
 
-        full_card = read_card(out)
-    return TrainResult(model, history, metrics, full_card)
+
+@dataclass
+class _Progress:
+    """Where a run stands: epochs done, history, best monitored value and model, time spent.
+    Every epoch saves it in the training state and ``resume`` restores it."""
+
+    epoch: int = 0
+    history: list = dataclasses.field(default_factory=list)
+    best_value: float = math.inf
+    best_epoch: int = 0
+    bad: int = 0  # epochs since the last improvement
+    best_state: dict | None = None
+    elapsed: float = 0.0
+
+    @classmethod
+    def from_state(cls, st: dict) -> _Progress:
+        return cls(int(st["epoch"]), list(st["history"]), float(st["best_value"]), int(st["best_epoch"]),
+                   int(st["bad_epochs"]), st["best_model"], float(st["time_s"]))
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "best_model": self.best_state, "best_value": self.best_value,
+                "best_epoch": self.best_epoch, "bad_epochs": self.bad, "history": self.history,
+                "time_s": self.elapsed}
+
+    def end_epoch(self, monitor: float, model, keep_best: bool, record: dict, seconds: float) -> None:
+        """Count the epoch, track the best monitored value (and its weights), log ``record``."""
+        self.epoch += 1
+        if monitor < self.best_value:
+            self.best_value, self.best_epoch, self.bad = monitor, self.epoch, 0
+            self.best_state = clone_state(model) if keep_best else None
+        else:
+            self.bad += 1
+        self.elapsed += seconds
+        record["time_s"] = self.elapsed
+        self.history.append(record)
+
+    def stopped(self, cfg: TrainConfig) -> bool:
+        """Early stopping: ``cfg.early_stopping`` epochs without improvement."""
+        return cfg.early_stopping is not None and self.bad >= cfg.early_stopping
+
+
+def _resume(state_path: Path, card: Mapping | None, arch, model, opt, sched, gens) -> dict:
+    """Load a training state into model, optimiser, scheduler and generators; return it."""
+    st = load_state(state_path, "state")
+    if st.get("format") != STATE_FORMAT:
+        raise ValueError(f"resume: {str(state_path)!r} is not a {STATE_FORMAT} file")
+    if card is not None and (st.get("kind") != card.get("kind") or st.get("architecture") != arch):
+        raise ValueError(f"resume: {str(state_path)!r} was written for kind {st.get('kind')!r} with "
+                         "another architecture; use a new --out or the same settings")
+    match_state(model, st["model"], st.get("kind") or "given", str(state_path))
+    model.load_state_dict(st["model"])
+    opt.load_state_dict(st["optimizer"])
+    sched.load_state_dict(st["scheduler"])
+    restore_rng(st["rng"], gens)
+    return st
+
+
+def _train_epoch(model, train: MapData, objective: Objective, opt, cfg: TrainConfig, gens, augment,
+                 where, epoch: int) -> float:
+    """One pass over ``train`` in shuffled batches (epoch ``epoch``, 1-based); the summed loss."""
+    dev, dtype = where
+    n, n_pix = len(train), int(train.maps[0].numel())
+    model.train()
+    perm = torch.randperm(n, generator=gens["shuffle"])
+    total = 0.0
+    for b in range(0, n, cfg.batch_size):
+        idx = perm[b:b + cfg.batch_size]
+        x = train.maps.index_select(0, idx.to(train.maps.device)).to(device=dev, dtype=dtype)
+        c = train.context
+        c = None if c is None else c.index_select(0, idx.to(c.device)).to(device=dev, dtype=dtype)
+        if augment is not None:
+            x = augment(x, gens["augment"])
+        per_map = objective(model, x, c)
+        loss = per_map.mean() / n_pix
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training diverged at epoch {epoch}, batch "
+                                     f"{b // cfg.batch_size + 1} (loss {float(loss.detach())}); lower lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        total += float(per_map.detach().to(torch.float64).sum())
+    return total
