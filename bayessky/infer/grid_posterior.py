@@ -237,6 +237,68 @@ def _check_budget(v) -> float:
     return check_positive("grid", "memory_budget_mb", v)
 
 
+def _datasets(args, stack: bool) -> list[tuple]:
+    """The model arguments of each data set: one, or one per entry of a stack ``args[0]``."""
+    if not stack:
+        return [tuple(args)]
+    if not args:
+        raise ValueError("grid: stack=True needs the stack of data sets as first argument")
+    ndim = args[0].ndim if hasattr(args[0], "ndim") else np.ndim(args[0])
+    if ndim < 2:
+        # a 1-D stack would make every number its own data set
+        raise ValueError(f"grid: stack=True takes data as a stack (M, ...) of data sets, got "
+                         f"data of shape {tuple(np.shape(args[0]))}; use stack=False for one "
+                         f"data set (or shape (M, 1) for M scalar observations)")
+    if len(args[0]) < 1:
+        raise ValueError("grid: stack=True got an empty stack of data sets (M = 0)")
+    return [(args[0][m],) + tuple(args[1:]) for m in range(len(args[0]))]
+
+
+def _check_sites(info, axes: Mapping) -> None:
+    """Every latent site has an axis, every axis is a latent site, and all of them are scalars."""
+    latent = info.latent
+    missing = [k for k in latent if k not in axes]
+    if missing:
+        raise ValueError(f"grid: latent site(s) {missing} have no grid axis; give values for every "
+                         f"latent site or condition them with pyro.poutine.condition")
+    extra = [k for k in axes if k not in latent]
+    if extra:
+        raise ValueError(f"grid: {extra} not latent sample sites of the model (latent sites: {latent})")
+    nonscalar = [k for k in axes if info.sites[k].shape != ()]
+    if nonscalar:
+        raise ValueError(f"grid: site(s) {nonscalar} are not scalar; the grid engine takes scalar sites")
+
+
+def _evaluate_points(ev, flat: dict, log_prior: np.ndarray, log_lik: np.ndarray, chunk_size: int | None,
+                     memory_budget_mb: float) -> int | None:
+    """Fill ``log_prior`` and ``log_lik`` (n_points,) for one data set, ``chunk_size`` grid points
+    per model call. Without a chunk size, a probe call on 8 points sizes the chunks from
+    ``memory_budget_mb`` (its site tensors times a safety factor 4); that size is returned."""
+    names = list(flat)
+    lik_sites = [n for n in ev.info.sites if n not in names]
+    n_points = log_prior.shape[0]
+
+    def evaluate(lo, hi):
+        res = ev({k: v[lo:hi] for k, v in flat.items()})
+        lp = res.total(names).detach()
+        ll = res.total(lik_sites).detach() if lik_sites else torch.zeros_like(lp)
+        log_prior[lo:hi], log_lik[lo:hi] = lp.cpu().numpy(), ll.cpu().numpy()
+        return res
+
+    lo = 0
+    if chunk_size is None:
+        probe = min(n_points, 8)
+        res = evaluate(0, probe)
+        lo = probe
+        per_point = 4.0 * max(_bytes_per_point(res, probe), 1.0)
+        chunk_size = max(1, int(memory_budget_mb * 2**20 / per_point)) if ev.vectorised else 1
+    while lo < n_points:
+        hi = min(n_points, lo + chunk_size)
+        evaluate(lo, hi)
+        lo = hi
+    return chunk_size
+
+
 def _bytes_per_point(res, B: int) -> float:
     total = sum(t.numel() * t.element_size() for t in res.log_prob.values())
     total += sum(t.numel() * t.element_size() for t in res.values.values())
@@ -295,69 +357,22 @@ def grid(
         raise TypeError(f"grid: dtype must be a floating torch dtype (e.g. torch.float64), got {dtype!r}")
     device, dtype = device_dtype(*(a for a in args if isinstance(a, torch.Tensor)), device=device,
                                  dtype=dtype)
-    if stack:
-        if not args:
-            raise ValueError("grid: stack=True needs the stack of data sets as first argument")
-        ndim = args[0].ndim if hasattr(args[0], "ndim") else np.ndim(args[0])
-        if ndim < 2:
-            # a 1-D stack would make every number its own data set
-            raise ValueError(f"grid: stack=True takes data as a stack (M, ...) of data sets, got "
-                             f"data of shape {tuple(np.shape(args[0]))}; use stack=False for one "
-                             f"data set (or shape (M, 1) for M scalar observations)")
-        if len(args[0]) < 1:
-            raise ValueError("grid: stack=True got an empty stack of data sets (M = 0)")
-        datasets = [(args[0][m],) + tuple(args[1:]) for m in range(len(args[0]))]
-    else:
-        datasets = [tuple(args)]
+    datasets = _datasets(args, stack)
     evaluator = BatchEvaluator(model, datasets[0], model_kwargs, name="grid")
-    info = evaluator.info
-    latent = info.latent
-    missing = [k for k in latent if k not in axes]
-    if missing:
-        raise ValueError(f"grid: latent site(s) {missing} have no grid axis; give values for every "
-                         f"latent site or condition them with pyro.poutine.condition")
-    extra = [k for k in axes if k not in latent]
-    if extra:
-        raise ValueError(f"grid: {extra} not latent sample sites of the model (latent sites: {latent})")
-    nonscalar = [k for k in axes if info.sites[k].shape != ()]
-    if nonscalar:
-        raise ValueError(f"grid: site(s) {nonscalar} are not scalar; the grid engine takes scalar sites")
-    names = list(axes)
+    _check_sites(evaluator.info, axes)
     shape = tuple(len(v) for v in axes.values())
-    n_points = math.prod(shape)
     mesh = np.meshgrid(*axes.values(), indexing="ij")
-    flat = {k: torch.as_tensor(m.reshape(-1), dtype=dtype, device=device) for k, m in zip(names, mesh)}
-    lik_sites = [n for n in info.sites if n not in names]
-
-    def evaluate(ev, lo, hi):
-        res = ev({k: v[lo:hi] for k, v in flat.items()})
-        lp = res.total(names).detach()
-        ll = res.total(lik_sites).detach() if lik_sites else torch.zeros_like(lp)
-        return res, lp, ll
-
-    log_prior = np.empty((len(datasets), n_points))
-    log_lik = np.empty((len(datasets), n_points))
+    flat = {k: torch.as_tensor(m.reshape(-1), dtype=dtype, device=device) for k, m in zip(axes, mesh)}
+    log_prior = np.empty((len(datasets), math.prod(shape)))
+    log_lik = np.empty((len(datasets), math.prod(shape)))
     with torch.no_grad():
         for m, data_args in enumerate(datasets):
-            ev = evaluator if m == 0 else BatchEvaluator(model, data_args, model_kwargs, info=info,
-                                                         name="grid")
+            ev = evaluator
             if m > 0:
+                ev = BatchEvaluator(model, data_args, model_kwargs, info=evaluator.info, name="grid")
                 ev.mode = evaluator.mode
-            lo = 0
-            step = chunk_size
-            if step is None:
-                probe = min(n_points, 8)
-                res, lp, ll = evaluate(ev, 0, probe)
-                log_prior[m, :probe], log_lik[m, :probe] = lp.cpu().numpy(), ll.cpu().numpy()
-                lo = probe
-                per_point = 4.0 * max(_bytes_per_point(res, probe), 1.0)
-                step = max(1, int(memory_budget_mb * 2**20 / per_point)) if ev.vectorised else 1
-                chunk_size = step if m == 0 else chunk_size
-            while lo < n_points:
-                hi = min(n_points, lo + step)
-                _, lp, ll = evaluate(ev, lo, hi)
-                log_prior[m, lo:hi], log_lik[m, lo:hi] = lp.cpu().numpy(), ll.cpu().numpy()
-                lo = hi
+            # the first data set fixes the chunk size (from a probe call) for all of them
+            chunk_size = _evaluate_points(ev, flat, log_prior[m], log_lik[m], chunk_size, memory_budget_mb)
     if prior == "uniform":
         log_prior = np.zeros_like(log_prior)
     if np.isnan(log_lik).any():
