@@ -1,4 +1,4 @@
-"""Inpainting blob images (seed 003's 50-blob set): learned-prior posterior vs Gaussian (Wiener).
+"""Inpainting blob images (the 50-blob set of bayessky.families.blobs): learned prior vs Wiener.
 
 Held-out images of the 50-blob set (unit-amplitude Gaussian blobs of sigma 2 px at uniform
 centres, 128 x 128; seeds >= 100000) are observed as ``d = M (x + n)``, ``n ~ N(0, 0.05^2)``, with
@@ -7,7 +7,8 @@ to half the radius so that each hole partly covers its blob -- the way point-sou
 real sources. Two posteriors over the image:
 
 (a) the learned prior (a flow, e.g. trained by ``examples/train_dust_prior.py --family blobs``):
-    batched NUTS in the flow's pixel space, exactly as ``benchmarks/dust_inpainting.py`` (MAP,
+    the packaged model ``bayessky.models.blob_inpainting``, batched NUTS in the flow's pixel space,
+    exactly as ``benchmarks/dust_inpainting.py`` (MAP,
     Laplace diagonal + dense hole-block preconditioner, 4 chains). The flow was trained on
     ``x + train_noise * eps`` (blob images have no full-support density); the likelihood uses the
     remaining noise variance ``sigma^2 - train_noise^2``, so the data model is exact;
@@ -16,16 +17,16 @@ real sources. Two posteriors over the image:
 
 There is no tractable true-model posterior here (a trans-dimensional point process), so the
 reference is the truth itself. Reported: masked-pixel MSE of (a)'s and (b)'s posterior means, 68 %
-coverage, negative values, and the stacked-peak profiles (seed 003: cut-outs around local maxima
+coverage, negative values, and the stacked-peak profiles (cut-outs around local maxima
 above 0.5 and their radial profile) of the blobs inpainted in the holes -- truth vs posterior
 means vs posterior draws.
 
     OMP_NUM_THREADS=1 python benchmarks/blob_inpainting.py --jobs 2      # shipped blob-glow-64
     OMP_NUM_THREADS=1 python benchmarks/blob_inpainting.py --prior my-blob-glow-128 --size 128 \\
-        --n-blobs 50       # seed 003's own size, with a 128 x 128 prior you trained
+        --n-blobs 50       # the 50-blob set's own size, with a 128 x 128 prior
 
 The defaults are the shipped ``models/blob-glow-64`` on 64 x 64 images with 12 blobs, the blob
-density of seed 003's 50 blobs on 128 x 128 (a 128 x 128 prior needs GPU training).
+density of the 50-blob set on 128 x 128 (a 128 x 128 prior needs GPU training).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _dust_common as dc  # noqa: E402
 
 from bayessky.families import blobs  # noqa: E402
+from bayessky.models import blob_inpainting  # noqa: E402
 
 
 def blob_hole_mask(
@@ -127,7 +129,8 @@ def run_map(i, args, prior, sigma_lik, mean, spectrum):
         "b_draws": crs[: args.n_stack],
     }
     if prior is not None:
-        pot = dc.flow_map_potential(prior, dt.to(prior.dtype), mt.to(prior.dtype), sigma_lik)
+        pot = dc.learned_prior_potential(blob_inpainting.model, prior, dt.to(prior.dtype),
+                                         mt.to(prior.dtype), args.noise_sigma, sigma_lik)
         draws, res = dc.posterior_draws(pot, pot.from_map(torch.as_tensor(wmean, dtype=prior.dtype)), args,
                                         seed=i, warmup=args.warmup, samples=args.samples)
         flat = draws.reshape(-1, args.size, args.size)
@@ -234,10 +237,10 @@ def _map_state(args) -> tuple:
             raise SystemExit(
                 f"--prior: the prior models {tuple(prior.net.shape[-2:])} maps, --size is {args.size}"
             )
-        args.train_noise = float((prior.card.get("data") or {}).get("train_noise") or 0.0)
+        args.train_noise = blob_inpainting.train_noise(prior)
         if args.train_noise >= args.noise_sigma:
             raise SystemExit(f"--prior: its train_noise {args.train_noise} is not below --noise-sigma")
-        sigma_lik = math.sqrt(args.noise_sigma**2 - args.train_noise**2)
+        sigma_lik = blob_inpainting.likelihood_sigma(args.noise_sigma, args.train_noise)
     mean, spectrum = set_spectrum(args.size, args.n_blobs, args.n_spectrum)
     return args, prior, sigma_lik, mean, spectrum
 
@@ -250,7 +253,8 @@ def main(argv=None) -> dict:
         "--prior", default="blob-glow-64", help="learned prior (name or folder); 'none' skips (a)"
     )
     p.add_argument("--size", type=int, default=64)
-    p.add_argument("--n-blobs", type=int, default=12, help="blobs per image (50 on 128 x 128 in seed 003)")
+    p.add_argument("--n-blobs", type=int, default=12,
+                   help="blobs per image (the 50-blob set: 50 on 128 x 128)")
     p.add_argument("--n-maps", type=int, default=10)
     p.add_argument("--noise-sigma", type=float, default=0.05)
     p.add_argument("--chains", type=int, default=4)

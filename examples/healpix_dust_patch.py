@@ -10,7 +10,7 @@ learned dust prior, paste the result back onto the sphere and plot it with healp
 3. ``bayessky.sky.healpix.cut_patch`` cuts the gnomonic patch (bilinear interpolation). A patch
    pixel is observed only if all four HEALPix pixels it interpolates are; its noise rms is
    ``noise * sqrt(sum w^2)`` with the interpolation weights w (a per-pixel noise map).
-4. The model of ``inference/dust_inpainting.py`` (any prior: learned, ``true``, ``gaussian``) is run
+4. The packaged model ``bayessky.models.dust_inpainting`` (any prior: learned, ``true``, ``gaussian``) is run
    with ``bayessky.infer.map`` (default) or NUTS; posterior mean and std come back on the patch.
 5. ``paste_patch`` writes the posterior mean into the holes of the HEALPix map (observed HEALPix
    pixels keep their data), and healpy draws the sky before, with holes, and after.
@@ -22,7 +22,6 @@ learned dust prior, paste the result back onto the sphere and plot it with healp
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import time
@@ -46,7 +45,7 @@ def dust_sky(nside: int, size: int, pixel_arcmin: float, seed: int) -> np.ndarra
     ell = np.arange(lmax + 1)
     kappa = ell * size * d / (2 * math.pi)
     s_g = dust_toy.spectrum(size)  # normalised on the patch grid: c (kappa^2 + 4)^-1.4, mean 1
-    c = s_g[0, 0] * 4.0**1.4  # the normalisation constant c of DATASETS.md
+    c = s_g[0, 0] * 4.0**1.4  # the normalisation constant c of the dust-toy-v1 spectrum (families.dust_toy)
     cl = d * d * c * (kappa**2 + 4.0) ** dust_toy.SLOPE
     cl[ell > math.pi / d] = 0.0  # no power beyond the patch Nyquist: the patch prior knows none
     g = synfast(cl, nside, seed=seed)
@@ -65,15 +64,6 @@ def sky_holes(nside: int, centre, radius_deg: float, pixel_arcmin: float, fracti
         r = rng.uniform(2.0, 5.0) * pixel_arcmin * ARCMIN
         mask[hp.query_disc(nside, hp.pix2vec(nside, pix), r)] = 0.0
     return mask
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location(
-        "dust_inpainting", ROOT / "inference" / "dust_inpainting.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def main(argv=None) -> dict:
@@ -115,10 +105,9 @@ def main(argv=None) -> dict:
     pmask = (np.where(w > 0, hmask[pix], 1.0).min(0) > 0.5).reshape(proj.shape).astype(float)
     sigma_map = (args.noise * np.sqrt((w**2).sum(0))).reshape(proj.shape)
 
-    # 4: inpainting with the model script
+    # 4: inpainting with the packaged model
     from bayessky import infer
-
-    script = _script()
+    from bayessky.models import dust_inpainting as script
     dtype = torch.float64 if args.prior in ("true", "gaussian") else torch.float32
     d = torch.as_tensor(patch * pmask, dtype=dtype)
     opts = dict(

@@ -1,10 +1,10 @@
-"""Dust inpainting pieces (benchmarks/_dust_common.py, inference/dust_inpainting.py) against
-independent references: dense-matrix Gaussian posteriors, the element-wise log-normal covariance,
-Pyro traces of the true model, scipy's KS statistic and brute-force loops for the metrics."""
+"""Dust inpainting pieces (bayessky.models.dust_inpainting, the benchmarks' benchmarks/_dust_common.py)
+against independent references: dense-matrix Gaussian posteriors, the element-wise log-normal
+covariance, Pyro traces of the true model, a numpy Hartley transform and brute-force loops for the
+metrics."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import torch
 from scipy import stats
 
 from bayessky.families import dust_toy
+from bayessky.models import dust_inpainting
 from bayessky.stats import minkowski_functionals
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,15 +31,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location(
-        "dust_inpainting_script", ROOT / "inference" / "dust_inpainting.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _dense_circulant(spectrum: np.ndarray) -> np.ndarray:
@@ -68,7 +60,7 @@ def test_intensity_spectrum_is_the_lognormal_covariance():
     n = 8
     cov_g = _dense_circulant(dust_toy.spectrum(n))
     cov_i = np.expm1(dust_toy.AMPLITUDE**2 * cov_g)
-    np.testing.assert_allclose(_dense_circulant(dc.intensity_spectrum(n)), cov_i, atol=1e-12)
+    np.testing.assert_allclose(_dense_circulant(dust_toy.intensity_spectrum(n)), cov_i, atol=1e-12)
 
 
 def test_intensity_spectrum_against_monte_carlo():
@@ -77,16 +69,18 @@ def test_intensity_spectrum_against_monte_carlo():
     n = 8
     I = dust_toy.sample(20000, n, seed=11)
     est = (np.abs(np.fft.fft2(I - 1.0)) ** 2).mean(0) / n**2
-    np.testing.assert_allclose(est, dc.intensity_spectrum(n), rtol=0.05)
+    np.testing.assert_allclose(est, dust_toy.intensity_spectrum(n), rtol=0.05)
 
 
 def test_hartley_diagonalises_even_spectra():
+    from bayessky.sky import hartley2
+
     x = torch.randn(3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     s = torch.as_tensor(dust_toy.spectrum(8))
-    np.testing.assert_allclose(dc.hartley(dc.hartley(x)), x, atol=1e-13)
+    np.testing.assert_allclose(hartley2(hartley2(x)), x, atol=1e-13)
     dense = _dense_circulant(s.numpy())
     ref = (x.reshape(3, -1).numpy() @ dense.T).reshape(3, 8, 8)
-    np.testing.assert_allclose(dc.hartley(s * dc.hartley(x)).numpy(), ref, atol=1e-12)
+    np.testing.assert_allclose(hartley2(s * hartley2(x)).numpy(), ref, atol=1e-12)
 
 
 # -- Gaussian inpainting -----------------------------------------------------------------------------
@@ -96,7 +90,7 @@ def test_wiener_inpaint_matches_dense_closed_form(kind):
     #   I = mu + C M^T (M C M^T + sigma^2)^-1 (d_obs - mu)
     n, sigma = 16, 0.05
     _, mask, d = _problem(n, kind=kind)
-    S = dc.intensity_spectrum(n)
+    S = dust_toy.intensity_spectrum(n)
     C = _dense_circulant(S)
     obs = mask.ravel() > 0.5
     K = C[np.ix_(obs, obs)] + sigma**2 * np.eye(obs.sum())
@@ -113,7 +107,7 @@ def test_wiener_denoise_is_the_per_mode_filter():
     n, sigma = 16, 0.3
     I = dust_toy.sample(1, n, seed=5)[0]
     d = dust_toy.observe(I, None, noise_sigma=sigma, seed=6)
-    S = dc.intensity_spectrum(n)
+    S = dust_toy.intensity_spectrum(n)
     ref = 1.0 + np.real(np.fft.ifft2(np.fft.fft2(d - 1.0) * S / (S + sigma**2)))
     mean, info = dc.wiener_inpaint(torch.as_tensor(d), None, S, noise_sigma=sigma)
     assert info["iterations"] <= 2  # the Fourier preconditioner is the exact inverse here
@@ -125,7 +119,7 @@ def test_constrained_realisations_have_the_dense_posterior_moments():
     # stays below 4.5 sd. Sample variances have relative sd sqrt(2/4000) = 2.2 %: 10 % is > 4 sd.
     n, sigma, ns = 8, 0.05, 4000
     _, mask, d = _problem(n, seed=7)
-    S = dc.intensity_spectrum(n)
+    S = dust_toy.intensity_spectrum(n)
     C = _dense_circulant(S)
     W = np.diag(mask.ravel() / sigma**2)
     cov = np.linalg.inv(np.linalg.inv(C) + W)
@@ -151,47 +145,50 @@ def _pyro_log_joint(model, *args, values, **kwargs) -> float:
     return float(tr.log_prob_sum())
 
 
-def test_true_potentials_equal_the_pyro_model_up_to_a_constant():
-    # -U must equal log p(g, d) of dust_toy.model (Pyro trace) up to an additive constant (the
-    # linear map u -> g has a constant Jacobian), for both parametrisations.
+def _hartley_numpy(x: np.ndarray) -> np.ndarray:
+    X = np.fft.fft2(x, norm="ortho")
+    return X.real - X.imag
+
+
+def test_true_potential_equals_the_pyro_model_up_to_a_constant():
+    # -U of the benchmarks' potential (the packaged model through bayessky.infer.potential) must
+    # equal log p(g, d) of dust_toy.model (Pyro trace) up to an additive constant
     n = 8
     _, mask, d = _problem(n, seed=9)
     dt, mt = torch.as_tensor(d), torch.as_tensor(mask)
-    pot_u = dc.TrueModelPotential(dt, mt)
-    pot_g = dc.true_map_potential(dt, mt)
+    pot_g = dc.true_model_potential(dt, mt)
     gen = torch.Generator().manual_seed(2)
-    diffs_u, diffs_g = [], []
+    diffs_g = []
     for _ in range(3):
-        u = torch.randn(n * n, dtype=torch.float64, generator=gen)
-        g = pot_u.g(u)
+        g = torch.randn(n, n, dtype=torch.float64, generator=gen)
         lj = _pyro_log_joint(dust_toy.model, dt, mt, values={"g": g})
-        diffs_u.append(lj + float(pot_u(u)))
         diffs_g.append(lj + float(pot_g(g.reshape(-1))))
-    assert np.ptp(diffs_u) < 1e-8 and np.ptp(diffs_g) < 1e-8
-    u = torch.randn(2, n * n, dtype=torch.float64, generator=gen)
-    np.testing.assert_allclose(pot_u.from_map(pot_u.to_map(u)), u, atol=1e-10)
+    assert np.ptp(diffs_g) < 1e-8
+    I = torch.as_tensor(dust_toy.sample(2, n, seed=5))
+    np.testing.assert_allclose(pot_g.to_map(pot_g.from_map(I)), I, rtol=1e-12)
 
 
-def test_inference_script_model_matches_the_true_model():
-    # the user script with prior="true" is the same joint density as dust_toy.model
-    script = _script()
+def test_model_matches_the_true_model():
+    # the packaged model with prior="true" is the same joint density as dust_toy.model
     n = 8
     _, mask, d = _problem(n, seed=13)
     dt, mt = torch.as_tensor(d), torch.as_tensor(mask)
     g = torch.randn(n, n, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     ref = _pyro_log_joint(dust_toy.model, dt, mt, values={"g": g})
-    got = _pyro_log_joint(script.model, dt, mask=mt, prior="true", values={"g": g})
+    got = _pyro_log_joint(dust_inpainting.model, dt, mask=mt, prior="true", values={"g": g})
     assert abs(got - ref) < 1e-8
-    # latent form: g = H(sqrt(S) u), u ~ N(0, 1): log p(u) + likelihood = log p(g) + likelihood + const
-    pot = dc.TrueModelPotential(dt, mt)
+    # latent form: g = H(sqrt(S) u), u ~ N(0, 1) (H the orthonormal Hartley transform, here in
+    # numpy): log p(u) + likelihood = log p(g) + likelihood + const
+    sqrt_s = np.sqrt(dust_toy.spectrum(n))
     vals = []
     for s in range(3):
         u = torch.randn(n * n, dtype=torch.float64, generator=torch.Generator().manual_seed(10 + s))
+        g = torch.as_tensor(_hartley_numpy(sqrt_s * u.numpy().reshape(n, n)))
         vals.append(
             _pyro_log_joint(
-                script.model, dt, mask=mt, prior="true", space="latent", values={"g_latent": u}
+                dust_inpainting.model, dt, mask=mt, prior="true", space="latent", values={"g_latent": u}
             )
-            + float(pot(u))
+            - _pyro_log_joint(dust_toy.model, dt, mt, values={"g": g})
         )
     assert np.ptp(vals) < 1e-8
 
@@ -200,7 +197,7 @@ def test_hessian_block_is_the_prior_precision_in_the_holes():
     # in masked pixels the likelihood is flat, so the Hessian block of U(g) is (C_g^-1)_hh exactly
     n = 8
     _, mask, d = _problem(n, seed=15)
-    pot = dc.true_map_potential(torch.as_tensor(d), torch.as_tensor(mask))
+    pot = dc.true_model_potential(torch.as_tensor(d), torch.as_tensor(mask))
     hole = torch.nonzero(torch.as_tensor(mask).reshape(-1) == 0).flatten()
     g0 = torch.randn(n * n, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     h = dc.hessian_block(pot, g0, hole, chunk_size=7)
@@ -210,7 +207,7 @@ def test_hessian_block_is_the_prior_precision_in_the_holes():
     np.testing.assert_allclose((r @ r.mT).numpy(), np.linalg.inv(h.numpy()), rtol=1e-8, atol=1e-10)
 
 
-def test_flow_map_potential_is_the_flow_density_plus_likelihood():
+def test_learned_prior_potential_is_the_flow_density_plus_likelihood():
     # U(T(x)) = -[log p_flow(x) - log|dT/dx|] - log N(d | x, sigma) + const, with the flow density
     # from FlowDistribution and the Gaussian likelihood from scipy.stats.norm
     from bayessky.distributions import FlowDistribution
@@ -224,7 +221,9 @@ def test_flow_map_potential_is_the_flow_density_plus_likelihood():
     tr = compose(Log10Transform(), StandardiseTransform(-0.14, 0.35))
     prior = FlowPrior(net, {"kind": "glow"}, transform=tr)
     I, mask, d = _problem(n, seed=17)
-    pot = dc.flow_map_potential(prior, torch.as_tensor(d), torch.as_tensor(mask), sigma)
+    pot = dc.learned_prior_potential(
+        dust_inpainting.model, prior, torch.as_tensor(d), torch.as_tensor(mask), sigma
+    )
     vals = []
     for s in range(3):
         x = torch.as_tensor(dust_toy.sample(1, n, seed=30 + s)[0])
@@ -244,15 +243,19 @@ def test_nuts_pipeline_recovers_the_gaussian_posterior():
     n, sigma = 6, 0.05
     _, mask, d = _problem(n, seed=19)
     mask[:2, :3] = 0.0
-    S = dc.intensity_spectrum(n)
-    inv_s = torch.as_tensor(1.0 / np.maximum(S, 1e-12))
-
-    def log_prior(y):
-        return -0.5 * (torch.fft.fft2(y - 1.0).abs().square() * inv_s).sum((-2, -1)) / n**2
-
-    pot = dc.MapPotential(log_prior, lambda y: y, torch.as_tensor(d), torch.as_tensor(mask), sigma, n)
+    S = dust_toy.intensity_spectrum(n)
+    # the packaged model with its Gaussian prior (I = 1 + s, s ~ GRF(S_I)), sampled in s
+    pot = dc.ModelPotential(
+        dust_inpainting.model,
+        torch.as_tensor(d),
+        torch.as_tensor(mask),
+        sigma,
+        lambda I: (I - 1.0).reshape(*I.shape[:-2], -1),
+        prior="gaussian",
+        noise_sigma=sigma,
+    )
     res = dc.sample_posterior(
-        pot, torch.as_tensor(d).reshape(-1), chains=4, warmup=300, samples=300, seed=0
+        pot, pot.from_map(torch.as_tensor(d)), chains=4, warmup=300, samples=300, seed=0
     )
     C = _dense_circulant(S)
     W = np.diag(mask.ravel() / sigma**2)
@@ -267,15 +270,6 @@ def test_nuts_pipeline_recovers_the_gaussian_posterior():
 
 
 # -- metrics -----------------------------------------------------------------------------------------
-def test_ks_distance_matches_scipy():
-    rng = np.random.default_rng(0)
-    for a, b in (
-        (rng.normal(size=300), rng.normal(0.2, 1.1, size=500)),
-        (rng.integers(0, 5, 200).astype(float), rng.integers(0, 6, 300).astype(float)),
-    ):  # ties
-        assert dc.ks_distance(a, b) == pytest.approx(stats.ks_2samp(a, b).statistic, abs=1e-12)
-
-
 def test_masked_metrics_against_loops():
     rng = np.random.default_rng(1)
     n, S = 6, 200

@@ -353,15 +353,9 @@ def test_traced_potential_keeps_exact_gradients_on_the_lensing_model():
     # TorchScript's optimising executor re-plans a trace after its first runs; on this model
     # (complex FFTs, in-place slice writes) its derivatives for phi were wrong from the second
     # call on. Every call must match the eager gradient.
-    import importlib.util
-    from pathlib import Path
-
     from bayessky.infer._model import FlatPotential, TracedPotential
+    from bayessky.models import cmb_lensing as cl
 
-    path = Path(__file__).resolve().parents[1] / "inference" / "cmb_lensing.py"
-    spec = importlib.util.spec_from_file_location("cmb_lensing_script", path)
-    cl = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cl)
     sim = cl.simulate(n_side=16, seed=0)
     pot = FlatPotential(cl.model, (torch.as_tensor(sim["data"], dtype=torch.float32),), num_chains=2)
     traced = TracedPotential(pot)

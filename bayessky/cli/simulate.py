@@ -1,15 +1,23 @@
 """``bayessky simulate FAMILY --n N --out FILE``: draw maps of a synthetic family into an .npz file.
 
-Families (DATASETS.md): ``hi-toy`` (log-normal HI-like maps of Omega_m, sigma_8), ``dust-toy``
-(log-normal dust intensity, optional mask and noisy observation) and ``blobs`` (seed-003 blob
-sets). Every file holds ``maps``, the truths, and ``family``, ``version``, ``seed``, ``size`` and
-a JSON ``metadata`` string; arrays only, so ``np.load(FILE)`` needs no pickle:
+Families (specified in :mod:`bayessky.families`): ``hi-toy`` (log-normal HI-like maps of Omega_m,
+sigma_8), ``dust-toy`` (log-normal dust intensity, optional mask and noisy observation) and
+``blobs`` (the Gaussian-blob sets); and ``cmb-lensing``, one multi-frequency data set of the
+packaged model :mod:`bayessky.models.cmb_lensing`. Every file holds ``maps``, the truths, and
+``family``, ``version``, ``seed``, ``size`` and a JSON ``metadata`` string; arrays only, so
+``np.load(FILE)`` needs no pickle:
 
 - hi-toy: ``maps`` (linear, 10^(8 + g)), ``omega_m``, ``sigma_8`` (one per map; fixed with
   ``--omega-m/--sigma-8``, else drawn from the prior U(0.1, 0.5) x U(0.6, 1.0)).
 - dust-toy: ``maps`` (intensity I), ``g``, ``data`` = M (I + n) with n ~ N(0, noise^2), and
   ``masks`` (one per map) unless ``--mask none``.
 - blobs: ``maps``, ``centres`` (row, col), ``amplitudes``, ``n_blobs``, ``sigma``.
+- cmb-lensing (``--n 1`` only): ``maps`` = the data (n_freq, H, W) stacked along rows
+  (n_freq * H, W), ``channels``, the truths ``f``, ``phi``, ``f_lensed``, ``dust``, ``dust_I``,
+  ``noise``, ``mask`` / ``mask_rows`` with ``--mask point``, and the model ``options`` (JSON).
+
+With one masked map (dust-toy ``--n 1``, cmb-lensing) the mask is also written next to the file as
+``FILE.mask.npy`` (what ``bayessky run --mask`` reads), and the command that fits the data is printed.
 
 All randomness comes from one ``numpy.random.default_rng(seed)``: the same seed gives the same file.
 """
@@ -30,15 +38,16 @@ from ._write import check_out_file
 
 __all__ = ["add_parser", "run", "simulate"]
 
-FAMILIES = ("hi-toy", "dust-toy", "blobs")
+FAMILIES = ("hi-toy", "dust-toy", "blobs", "cmb-lensing")
 MASKS = ("point", "strip", "none")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("simulate", help="draw maps of a synthetic family (hi-toy, dust-toy, blobs)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("family", help="hi-toy, dust-toy or blobs")
-    p.add_argument("--n", type=int, required=True, help="number of maps")
+    p = sub.add_parser("simulate", help="draw maps of a synthetic family (hi-toy, dust-toy, blobs, "
+                       "cmb-lensing)", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("family", help="hi-toy, dust-toy, blobs or cmb-lensing")
+    p.add_argument("--n", type=int, help="number of maps (required; cmb-lensing: 1)")
     p.add_argument("--out", required=True, help="output .npz file")
     p.add_argument("--size", type=int, help="pixels per side (default 64; blobs 128)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -46,11 +55,18 @@ def add_parser(sub) -> None:
     g.add_argument("--omega-m", type=float, help="fixed Omega_m (with --sigma-8); default: prior draws")
     g.add_argument("--sigma-8", type=float, help="fixed sigma_8 (with --omega-m)")
     g = p.add_argument_group("dust-toy")
-    g.add_argument("--mask", help="point, strip or none (default point)")
+    g.add_argument("--mask", help="point, strip or none (default point; cmb-lensing: point or none, "
+                   "default none)")
     g.add_argument("--noise-sigma", type=float, help="noise rms per pixel (default 0.05)")
     g = p.add_argument_group("blobs")
     g.add_argument("--n-blobs", type=int, help="1, 10, 50 or 1000")
     g.add_argument("--blob-sigma", type=float, help="blob width in pixels (default 2)")
+    g = p.add_argument_group("cmb-lensing")
+    g.add_argument("--pixel-size", type=float, help="pixel side in arcmin (default 2)")
+    g.add_argument("--frequencies", help="channel frequencies in GHz, comma list (default 90,150,220)")
+    g.add_argument("--beam-fwhm", help="Gaussian beam FWHM in arcmin, one or one per channel (default 1.5)")
+    g.add_argument("--noise-uk-arcmin", help="white-noise depth, one or one per channel (default 3)")
+    g.add_argument("--dust-amplitude", type=float, help="dust at 353 GHz in uK_CMB (default 300)")
 
     def one_line_error(message: str):
         # argparse prints usage + message; the bayessky CLI promises one line
@@ -63,8 +79,10 @@ def add_parser(sub) -> None:
 
 def _refuse(args, allowed: set[str]) -> None:
     """Refuse options that belong to another family, so a typo does not pass silently."""
-    owners = {"omega_m": "hi-toy", "sigma_8": "hi-toy", "mask": "dust-toy", "noise_sigma": "dust-toy",
-              "n_blobs": "blobs", "blob_sigma": "blobs"}
+    cmb = "cmb-lensing"
+    owners = {"omega_m": "hi-toy", "sigma_8": "hi-toy", "mask": "dust-toy and cmb-lensing",
+              "noise_sigma": "dust-toy", "n_blobs": "blobs", "blob_sigma": "blobs", "pixel_size": cmb,
+              "frequencies": cmb, "beam_fwhm": cmb, "noise_uk_arcmin": cmb, "dust_amplitude": cmb}
     for key, fam in owners.items():
         if key not in allowed and getattr(args, key, None) is not None:
             raise CLIError(f"--{key.replace('_', '-')} applies to {fam}, not {args.family}")
@@ -74,6 +92,10 @@ def simulate(args: argparse.Namespace) -> dict[str, np.ndarray]:
     """The arrays of the output file (also usable from Python with an argparse-like namespace)."""
     if args.family not in FAMILIES:
         raise CLIError(f"FAMILY: expected one of {', '.join(FAMILIES)}, got {args.family!r}")
+    if getattr(args, "n", None) is None:
+        if args.family != "cmb-lensing":
+            raise CLIError("--n: required (the number of maps)")
+        args.n = 1
     if args.n < 1:
         raise CLIError(f"--n: expected >= 1, got {args.n}")
     if args.size is not None and args.size < 2:
@@ -123,6 +145,8 @@ def simulate(args: argparse.Namespace) -> dict[str, np.ndarray]:
         out["noise_sigma"] = np.array(noise)
         meta.update(mask=mask, noise_sigma=noise)
         version = dust_toy.VERSION
+    elif args.family == "cmb-lensing":
+        return _simulate_cmb_lensing(args, meta)
     else:
         from ..families import blobs
 
@@ -147,6 +171,67 @@ def simulate(args: argparse.Namespace) -> dict[str, np.ndarray]:
     return out
 
 
+def _floats(text, flag: str):
+    if text is None:
+        return None
+    try:
+        vals = [float(v) for v in str(text).split(",")]
+    except ValueError:
+        raise CLIError(f"{flag}: expected numbers separated by commas, got {text!r}") from None
+    if not all(v > 0 and math.isfinite(v) for v in vals):
+        raise CLIError(f"{flag}: values must be > 0 and finite, got {text!r}")
+    return vals
+
+
+def _simulate_cmb_lensing(args, meta: dict) -> dict[str, np.ndarray]:
+    """One data set of :mod:`bayessky.models.cmb_lensing` (``--n 1``), its truths and options."""
+    from ..models import cmb_lensing as cl
+
+    _refuse(args, {"mask", "pixel_size", "frequencies", "beam_fwhm", "noise_uk_arcmin", "dust_amplitude"})
+    if args.n != 1:
+        raise CLIError(f"--n: cmb-lensing writes one data set (--n 1), got {args.n}")
+    size = args.size or 64
+    mask = args.mask or "none"
+    if mask not in ("point", "none"):
+        raise CLIError(f"--mask: expected point or none for cmb-lensing, got {mask!r}")
+    opts = {"pixel_size": 2.0 if args.pixel_size is None else args.pixel_size,
+            "frequencies": _floats(args.frequencies, "--frequencies") or list(cl.FREQUENCIES),
+            "beam_fwhm": _floats(args.beam_fwhm, "--beam-fwhm") or cl.BEAM_FWHM,
+            "noise_uK_arcmin": _floats(args.noise_uk_arcmin, "--noise-uk-arcmin") or cl.NOISE_UK_ARCMIN,
+            "dust_amplitude": cl.DUST_AMPLITUDE if args.dust_amplitude is None else args.dust_amplitude}
+    for key in ("pixel_size", "dust_amplitude"):
+        if not (opts[key] > 0 and math.isfinite(opts[key])):
+            raise CLIError(f"--{key.replace('_', '-')}: must be > 0 and finite, got {opts[key]}")
+    sim = cl.simulate(size, opts["pixel_size"], opts["frequencies"], opts["beam_fwhm"],
+                      opts["noise_uK_arcmin"], opts["dust_amplitude"],
+                      mask=None if mask == "none" else mask, seed=args.seed)  # as the model's own
+    out = cl.simulation_arrays(sim)
+    meta.update(mask=mask, **sim["options"])
+    version = "cmb-lensing"
+    meta.update(version=version, size=size)
+    out.update(family=np.array(args.family), version=np.array(version), size=np.array(size),
+               metadata=np.array(json.dumps(meta, sort_keys=True)))
+    return out
+
+
+def _fit_command(path: Path, arrays: dict, mask_path: Path | None) -> str | None:
+    """The ``bayessky run`` command that fits a one-map file (None for families without a model)."""
+    family = str(arrays["family"])
+    if family == "dust-toy":
+        cmd = f"bayessky run dust_inpainting --data {path} --key data"
+        noise = float(arrays["noise_sigma"])
+        if noise != 0.05:
+            cmd += f" --set noise_sigma={noise}"
+    elif family == "cmb-lensing":
+        opts = json.loads(str(arrays["options"]))
+        sets = [f"--set {k}={json.dumps(v).replace(' ', '')}" for k, v in opts.items()
+                if k in ("frequencies", "beam_fwhm", "noise_uK_arcmin", "pixel_size", "dust_amplitude")]
+        cmd = f"bayessky run cmb_lensing --data {path} --engine map {' '.join(sets)}"
+    else:
+        return None
+    return cmd + (f" --mask {mask_path}" if mask_path is not None else "")
+
+
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Atomic write (:func:`bayessky.atomic.atomic_path`)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez adds no suffix
@@ -160,6 +245,21 @@ def run(args: argparse.Namespace) -> int:
     check_out_file(path)
     arrays = simulate(args)
     _write_npz(path, arrays)
-    shape = "x".join(str(s) for s in arrays["maps"].shape[1:])
-    print(f"wrote {path}: {args.n} {arrays['version']} maps of {shape} (seed {args.seed})")
+    if arrays["family"] == "cmb-lensing":
+        print(f"wrote {path}: one {arrays['channels'].shape[0]}-channel cmb-lensing data set of "
+              f"{arrays['size']}x{arrays['size']} (seed {args.seed})")
+        mask = arrays.get("mask_rows")
+    else:
+        shape = "x".join(str(s) for s in arrays["maps"].shape[1:])
+        print(f"wrote {path}: {args.n} {arrays['version']} maps of {shape} (seed {args.seed})")
+        mask = arrays["masks"][0] if "masks" in arrays and args.n == 1 else None
+    mask_path = None
+    if mask is not None:  # one map: its mask as the file ``bayessky run --mask`` reads
+        mask_path = path.with_name(path.stem + ".mask.npy")
+        with atomic_path(mask_path) as tmp, open(tmp, "wb") as f:
+            np.save(f, mask)
+        print(f"wrote {mask_path}")
+    cmd = _fit_command(path, arrays, mask_path) if args.n == 1 else None
+    if cmd:
+        print(f"fit it with:\n  {cmd}")
     return 0

@@ -18,7 +18,7 @@ flow's pixel space ``"I_net"`` or its latent ``"I_latent"``).
 Arguments of :func:`model`:
     data: observed image (n, n) (values at masked pixels are ignored).
     mask: (n, n) 0/1, 1 = observed; None = all observed.
-    prior: a shipped prior name or folder (default ``"blob-glow-64"``).
+    prior: a shipped prior name or folder (default ``"blob-glow-64"``), or a loaded prior.
     noise_sigma: total noise rms per pixel of the data (default 0.05), > the prior's train_noise.
     space: ``"map"`` (default) or ``"latent"``, as in :mod:`bayessky.models.dust_inpainting`.
 """
@@ -63,6 +63,6 @@ def model(
     space: str = "map",
 ):
     """x ~ flow prior, d ~ N(M x, noise_sigma^2 - tau^2) on the observed pixels (module docstring)."""
-    tau = train_noise(dust_inpainting.load_cached_prior(str(prior), str(data.device)))
+    tau = train_noise(dust_inpainting.learned_prior(prior, data.device))
     sigma = likelihood_sigma(noise_sigma, tau)
     return dust_inpainting.model(data, mask=mask, prior=prior, noise_sigma=sigma, space=space)

@@ -67,9 +67,9 @@ for VAE/GAN priors, ``dust_I`` for pixel-space flows); deterministic ``f`` (unle
 
 Data layout. One observation is ``(n_freq, H, W)``. ``bayessky run`` treats a 3-D array as a
 STACK of separate maps, so on disk the channels are stacked along the rows, ``(n_freq * H, W)``
-(key ``maps`` of the files written by :func:`save_simulation`); the model accepts both layouts,
-and a mask of shape (H, W), (n_freq, H, W) or (n_freq * H, W). ``frequencies``, ``beam_fwhm`` and
-``noise_uK_arcmin`` are script options and must describe the data:
+(key ``maps`` of the files written by :func:`save_simulation` and ``bayessky simulate cmb-lensing``);
+the model accepts both layouts, and a mask of shape (H, W), (n_freq, H, W) or (n_freq * H, W).
+``frequencies``, ``beam_fwhm`` and ``noise_uK_arcmin`` are model options and must describe the data:
 
     bayessky simulate cmb-lensing --out sim.npz --size 64 --seed 1     # prints the fit command
     bayessky run cmb-lensing --data sim.npz --engine map --set steps=1000
@@ -113,8 +113,10 @@ from ..physics import cmb_spectra, lens, modified_blackbody
 from ..sky import FlatGeometry, gaussian_beam, irfft2, rfft2, white_noise_level
 
 __all__ = [
-    "FREQUENCIES", "DEFAULTS", "MAP_SITE", "model", "simulate", "save_simulation", "load_simulation",
-    "Setup", "setup", "channels", "dust_prior_object", "whitening", "truth_latents",
+    "FREQUENCIES", "DEFAULTS", "MAP_SITE", "model", "simulate", "simulation_arrays", "save_simulation",
+    "load_simulation",
+    "Setup", "setup", "channels", "mask_channels", "dust_intensity", "dust_prior_object", "whitening",
+    "truth_latents",
 ]
 
 FREQUENCIES = (90.0, 150.0, 220.0)
@@ -239,7 +241,8 @@ def channels(data: torch.Tensor, n_freq: int) -> torch.Tensor:
                      f"for {n_freq} frequencies, got shape {tuple(data.shape)}")
 
 
-def _mask(mask, n_freq: int, like: torch.Tensor) -> torch.Tensor | None:
+def mask_channels(mask, n_freq: int, like: torch.Tensor) -> torch.Tensor | None:
+    """A mask (H, W), (n_freq, H, W) or rows-stacked (n_freq * H, W) as (1 or n_freq, H, W), checked."""
     if mask is None:
         return None
     m = torch.as_tensor(mask, dtype=like.dtype, device=like.device)
@@ -289,7 +292,9 @@ def _flow_dust(prior, n: int, like: torch.Tensor) -> torch.Tensor:
     return pyro.sample("dust_I", prior.distribution()).to(like.dtype)
 
 
-def _dust(dust_prior, S: Setup, coverage, whiten: str, like: torch.Tensor) -> torch.Tensor | None:
+def dust_intensity(dust_prior, S: Setup, coverage, whiten: str, like: torch.Tensor) -> torch.Tensor | None:
+    """Draw the dust intensity I (..., H, W) from ``dust_prior`` inside the model (None for "none");
+    ``coverage`` (n_freq,): observed fraction per channel, for posterior whitening."""
     n = S.geometry.nx
     if isinstance(dust_prior, str) and dust_prior == "none":
         return None
@@ -334,7 +339,7 @@ def model(data: torch.Tensor, frequencies=FREQUENCIES, pixel_size: float = 2.0, 
         raise ValueError(f"data: expected square maps, got {tuple(d.shape[-2:])}")
     S = setup(n, pixel_size, freqs, beam_fwhm, noise_uK_arcmin, dust_amplitude, dust_nu0, beta, T_dust,
               device=d.device, dtype=d.dtype)
-    m = _mask(mask, S.n_freq, d)
+    m = mask_channels(mask, S.n_freq, d)
     coverage = (m.mean(dim=(-2, -1)).expand(S.n_freq) if m is not None
                 else torch.ones(S.n_freq, dtype=d.dtype, device=d.device))
 
@@ -348,7 +353,7 @@ def model(data: torch.Tensor, frequencies=FREQUENCIES, pixel_size: float = 2.0, 
     else:
         sky = f
     sky = sky.unsqueeze(-3)  # (..., 1, H, W): one sky, seen in every channel
-    I = _dust(dust_prior, S, coverage, whiten, d)
+    I = dust_intensity(dust_prior, S, coverage, whiten, d)
     if I is not None:
         pyro.deterministic("dust", float(dust_amplitude) * I)
         sky = sky + S.mixing[:, None, None] * I.unsqueeze(-3)
@@ -374,7 +379,7 @@ def truth_latents(sim: dict, dust_prior="gaussian", whiten: str = "prior", mask=
     data = torch.as_tensor(sim["data"])
     S = setup(data.shape[-1], o["pixel_size"], o["frequencies"], o["beam_fwhm"], o["noise_uK_arcmin"],
               o["dust_amplitude"], o["dust_nu0"], o["beta"], o["T_dust"], dtype=data.dtype)
-    m = _mask(mask if mask is not None else sim.get("mask"), S.n_freq, data)
+    m = mask_channels(mask if mask is not None else sim.get("mask"), S.n_freq, data)
     cov = m.mean(dim=(-2, -1)).expand(S.n_freq) if m is not None else torch.ones(S.n_freq, dtype=data.dtype)
     W_f, _ = whitening(S.S_f, S.data_precision(cov), whiten)
     out = {"f_w": _inverse_filter(S, sim["f"], W_f), "phi_w": _inverse_filter(S, sim["phi"], S.S_phi)}
@@ -444,7 +449,7 @@ def simulate(n_side: int = 64, pixel_size: float = 2.0, frequencies=FREQUENCIES,
         if mask != "point":
             raise ValueError(f"mask: expected None, 'point' or an array, got {mask!r}")
         mask = dust_toy.point_source_mask(n_side, seed=rng)
-    m = None if mask is None else _mask(mask, S.n_freq, signal).expand(S.n_freq, *g.shape)
+    m = None if mask is None else mask_channels(mask, S.n_freq, signal).expand(S.n_freq, *g.shape)
     data = signal + noise
     if m is not None:
         data = m * data
@@ -465,12 +470,10 @@ def simulate(n_side: int = 64, pixel_size: float = 2.0, frequencies=FREQUENCIES,
     return out
 
 
-def save_simulation(path, sim: dict) -> Path:
-    """Write a simulation as .npz: ``maps`` = data stacked along rows (n_freq * H, W) for
-    ``bayessky run``, plus ``channels`` (n_freq, H, W), the truths, ``mask_rows`` (if masked)
-    and ``options`` (JSON string). Arrays only: ``np.load`` needs no pickle. Written atomically
-    (:func:`bayessky.atomic.atomic_path`): an interrupted write leaves the old file or none."""
-    path = Path(path)
+def simulation_arrays(sim: dict) -> dict[str, np.ndarray]:
+    """The arrays of a simulation file: ``maps`` = data stacked along rows (n_freq * H, W) for
+    ``bayessky run``, plus ``channels`` (n_freq, H, W), the truths, ``mask`` and ``mask_rows`` (if
+    masked), ``options`` (JSON string) and ``seed``. Arrays only: ``np.load`` needs no pickle."""
     data = sim["data"]
     nf, h, w = data.shape
     arrays = {"maps": data.reshape(nf * h, w), "channels": data,
@@ -480,8 +483,15 @@ def save_simulation(path, sim: dict) -> Path:
     if sim.get("mask") is not None:
         arrays["mask"] = sim["mask"]
         arrays["mask_rows"] = sim["mask"].reshape(nf * h, w)
+    return arrays
+
+
+def save_simulation(path, sim: dict) -> Path:
+    """Write :func:`simulation_arrays` as .npz, atomically (:func:`bayessky.atomic.atomic_path`:
+    an interrupted write leaves the old file or none)."""
+    path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez adds no suffix
-        np.savez(f, **arrays)
+        np.savez(f, **simulation_arrays(sim))
     return path
 
 

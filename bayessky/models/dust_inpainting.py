@@ -11,7 +11,8 @@ higher ``noise_sigma``). The map is the deterministic site ``"I"`` (:data:`MAP_S
 Priors ``p(I)`` (option ``prior``):
 
 - a shipped prior name or a prior folder (default ``"dust-glow-64"``, see
-  :func:`bayessky.priors.load_prior`): a normalizing flow, VAE or GAN trained on dust maps;
+  :func:`bayessky.priors.load_prior`), or an already loaded prior object: a normalizing flow, VAE
+  or GAN trained on dust maps;
 - ``"true"``: the exact dust-toy-v1 model of :mod:`bayessky.families.dust_toy`,
   ``I = exp(0.8 g - 0.32)``, ``g ~ GRF(S_g)`` -- the Bayes-optimal reference on synthetic maps;
 - ``"gaussian"``: ``I = 1 + s``, ``s ~ GRF(S_I)`` with the exact intensity spectrum
@@ -41,6 +42,7 @@ script ``inference/dust_inpainting.py`` to change the model.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 import pyro
@@ -51,7 +53,7 @@ from ..distributions import FlowDistribution, GaussianRandomField, MapNormal
 from ..families import dust_toy
 from ..sky import hartley2
 
-__all__ = ["DEFAULTS", "MAP_SITE", "model", "prior_map", "load_cached_prior"]
+__all__ = ["DEFAULTS", "MAP_SITE", "model", "prior_map", "learned_prior", "load_cached_prior"]
 
 DEFAULTS = {
     "engine": "nuts",
@@ -72,6 +74,14 @@ def load_cached_prior(name: str, device: str):
     return load_prior(name, device=device)
 
 
+def learned_prior(prior, device) -> object:
+    """The prior object for ``prior``: loaded (and cached) from a name or folder, or ``prior`` itself
+    when it is already a loaded prior."""
+    if isinstance(prior, (str, os.PathLike)):
+        return load_cached_prior(str(prior), str(device))
+    return prior
+
+
 @lru_cache(maxsize=8)
 def _spectra(n: int, device: str, dtype: torch.dtype):
     """sqrt S_g (the true model's field) and S_I (the exact intensity spectrum), as tensors."""
@@ -87,7 +97,7 @@ def prior_map(name: str, n: int, like: torch.Tensor, prior: str = "dust-glow-64"
     kw = {"dtype": like.dtype, "device": like.device}
     if space not in ("map", "latent"):
         raise ValueError(f"space: expected 'map' or 'latent', got {space!r}")
-    if prior == "true":
+    if isinstance(prior, str) and prior == "true":
         sqrt_s, _ = _spectra(n, str(like.device), like.dtype)
         if space == "map":
             g = pyro.sample("g", dust_toy.distribution(n, **kw))
@@ -95,11 +105,11 @@ def prior_map(name: str, n: int, like: torch.Tensor, prior: str = "dust-glow-64"
             u = pyro.sample("g_latent", dist.Normal(torch.zeros(n * n, **kw), 1.0).to_event(1))
             g = hartley2(sqrt_s * u.reshape(*u.shape[:-1], n, n))
         return pyro.deterministic(name, dust_toy.intensity(g))
-    if prior == "gaussian":
+    if isinstance(prior, str) and prior == "gaussian":
         _, s_i = _spectra(n, str(like.device), like.dtype)
         s = pyro.sample(name + "_fluctuation", GaussianRandomField(s_i))
         return pyro.deterministic(name, 1.0 + s)  # E[I] = 1 for dust-toy-v1
-    p = load_cached_prior(str(prior), str(like.device))
+    p = learned_prior(prior, like.device)
     if not hasattr(p, "distribution"):  # VAE / GAN: the latent is the only handle
         return p.sample(name).to(like.dtype)
     net = p.net
