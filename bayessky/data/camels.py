@@ -1,6 +1,7 @@
 """CAMELS Multifield Dataset maps and parameters: loading, cutting/downsampling, simulation-wise splits.
 
-Two layouts are read (DATASETS.md section 4):
+Two layouts are read (CMD, the CAMELS Multifield Dataset: https://camels.readthedocs.io/en/latest/CMD.html;
+HIGlow: Friedman & Hassan 2022, https://github.com/friedmanroy/HI-generation):
 
 * CMD: ``Maps_{field}_{suite}_{set}_z=0.00.npy``, float32 ``(n_sims * 15, 256, 256)``, with
   ``params_{set}_{suite}.txt`` (``np.loadtxt`` -> ``(n_sims, 6)``: Omega_m, sigma_8, A_SN1,
@@ -45,7 +46,8 @@ __all__ = [
 
 CAMELS_PARAM_NAMES = ("Omega_m", "sigma_8", "A_SN1", "A_AGN1", "A_SN2", "A_AGN2")
 
-# the Latin-hypercube prior box of CAMELS (ANCHORS.md section 3)
+# the Latin-hypercube prior box of CAMELS (Villaescusa-Navarro et al. 2021, https://arxiv.org/abs/2010.00619;
+# https://camels.readthedocs.io/en/latest/parameters.html)
 CAMELS_LH_RANGES = {
     "Omega_m": (0.1, 0.5), "sigma_8": (0.6, 1.0), "A_SN1": (0.25, 4.0),
     "A_AGN1": (0.25, 4.0), "A_SN2": (0.5, 2.0), "A_AGN2": (0.5, 2.0),

@@ -5,9 +5,9 @@ Each real batch gives one critic step,
 .. math:: L_D = \mathbb{E}[D(G(z))] - \mathbb{E}[D(x)] + \lambda\,\mathbb{E}[(\|\nabla D(\hat x)\| - 1)^2],
 
 and every ``critic_steps`` critic steps one generator step :math:`L_G = -\mathbb{E}[D(G(z))]`
-(Gulrajani et al. 2017, https://arxiv.org/abs/1704.00028, algorithm 1). Defaults are
-cosmikyu's (ANCHORS.md section 6): 5 critic steps, :math:`\lambda = 10`, Adam lr 1e-4, betas
-(0.5, 0.9), batch 32.
+(Gulrajani et al. 2017, https://arxiv.org/abs/1704.00028, algorithm 1). Defaults are those of
+cosmikyu's DCGAN-WGP (Han, Sehgal & Villaescusa-Navarro 2021, https://arxiv.org/abs/2104.02735):
+5 critic steps, :math:`\lambda = 10`, Adam lr 1e-4, betas (0.5, 0.9), batch 32.
 
 The GAN module must have ``generator`` (z (B, latent_dim) -> maps), ``critic`` (maps -> (B,)
 scores) and ``latent_dim`` (:class:`bayessky.nn.GAN`). Files in ``out`` are those of

@@ -54,7 +54,8 @@ STATE_FORMAT = "bayessky-train-state-v1"
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of :func:`fit` (defaults: HIGlow's, ANCHORS.md section 1).
+    """Hyper-parameters of :func:`fit` (defaults: HIGlow's training settings, Friedman & Hassan
+    2022, https://github.com/friedmanroy/HI-generation).
 
     Arguments:
         epochs: total epochs (a resumed run continues up to this number).
