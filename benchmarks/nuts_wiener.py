@@ -114,15 +114,14 @@ def _ess_bulk_numpy(x: np.ndarray) -> np.ndarray:
 
 
 def half_plane(a: np.ndarray) -> np.ndarray:
-    """The rfft half-plane of a full-grid array, times each mode's multiplicity (1 or 2) in the
-    full DFT, so that sum(half_plane(a) * |rfft2(x)|^2) = sum(a * |fft2(x)|^2) for real x and an
-    a with a(k) = a(-k) -- the way bayessky's GaussianRandomField evaluates its log-density."""
-    n = a.shape[-1]
-    w = np.full(n // 2 + 1, 2.0)
-    w[0] = 1.0
-    if n % 2 == 0:
-        w[-1] = 1.0
-    return a[..., : n // 2 + 1] * w
+    """The rfft half-plane of a full-grid array times each mode's multiplicity in the full DFT
+    (:func:`bayessky.sky.rfft_weights`), so that sum(half_plane(a) * |rfft2(x)|^2) =
+    sum(a * |fft2(x)|^2) for real x and an a with a(k) = a(-k) -- the way bayessky's
+    GaussianRandomField evaluates its log-density."""
+    from bayessky.sky import rfft_weights
+
+    ny, nx = a.shape[-2:]
+    return a[..., : nx // 2 + 1] * rfft_weights(ny, nx).numpy()
 
 
 def ess_bulk(samples: np.ndarray) -> np.ndarray:

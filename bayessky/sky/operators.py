@@ -279,8 +279,8 @@ def point_source_mask(
     """Point-source style mask: discs at uniform random centres with radii uniform in a range.
 
     Give either ``n_sources`` (exactly that many holes) or ``fraction`` (holes are added one at a
-    time until at least that fraction of pixels is masked; the dust-toy family of DATASETS.md
-    uses radius 2-5 px and about 10 %).
+    time until at least that fraction of pixels is masked; the dust-toy-v1 family of
+    :mod:`bayessky.families.dust_toy` uses radius 2-5 px and about 10 %).
 
     Arguments:
         grid: a :class:`FlatGeometry`, an int or ``(ny, nx)``.
