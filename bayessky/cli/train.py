@@ -17,12 +17,19 @@ values in physical units; their training range is stored in the card.
 
 Outputs in ``--out``: ``weights.safetensors`` + ``card.json`` (load with
 ``bayessky.load_prior(DIR)``), ``history.json``, and ``state.safetensors`` for ``--resume``.
+
+Several processes or GPUs: ``torchrun --nproc_per_node N $(which bayessky) train ...`` (or
+``--nproc N``, which starts that for you on this machine) trains with DistributedDataParallel;
+``--batch-size`` is the global batch (divisible by N), each process takes its slice of every
+batch, and rank 0 alone writes the output folder (:mod:`bayessky.train.distributed`).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import shlex
+import subprocess
 import sys
 
 import numpy as np
@@ -80,6 +87,8 @@ def add_parser(sub) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default=_AUTO, help="cpu, cuda[:i] or auto (cuda when available)")
     g.add_argument("--resume", action="store_true", help="continue from DIR/state.safetensors")
+    g.add_argument("--nproc", type=int, help="train with N processes on this machine (re-runs the "
+                   "command under torchrun; --batch-size is then the global batch)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -334,6 +343,56 @@ def _physical_metrics(out, card: dict, transform, maps: np.ndarray, splits) -> d
     return card
 
 
+def _world(args, spec) -> int:
+    """The number of processes this run trains with (torchrun's WORLD_SIZE, or --nproc), checked
+    before anything is read: a global batch they can share, a kind that can be shared."""
+    from ..train.distributed import env_world_size
+
+    world = env_world_size()
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise CLIError(f"--nproc: expected a positive integer, got {args.nproc}")
+        if world > 1:
+            raise CLIError(f"--nproc: already running under torchrun (WORLD_SIZE={world}); leave it out")
+        world = args.nproc
+    if world > 1:
+        if spec.objective == "wgan-gp":
+            raise CLIError(f"{args.kind}: WGAN-GP trains in one process (DistributedDataParallel does not "
+                           f"support its gradient penalty's double backward), got {world} processes")
+        if args.batch_size % world:
+            raise CLIError(f"--batch-size: the global batch {args.batch_size} is not divisible by the "
+                           f"{world} processes")
+    return world
+
+
+def _launch(args) -> int:
+    """``--nproc N``: this command again under ``torchrun --standalone`` (N processes on this
+    machine, a free local port), without ``--nproc``; its exit status."""
+    argv, skip = [], False
+    for tok in args.argv:
+        flag = tok.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif len(flag) > 3 and "--nproc".startswith(flag):  # argparse accepts unique prefixes
+            skip = "=" not in tok
+        else:
+            argv.append(tok)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+           "-m", "bayessky", *argv]
+    print(f"bayessky train: {shlex.join(cmd)}", file=sys.stderr)
+    return subprocess.call(cmd)
+
+
+def _join(device: torch.device):
+    """torchrun's process group when WORLD_SIZE > 1 (gloo on CPU, nccl with cuda:LOCAL_RANK)."""
+    from ..train.distributed import init_from_env
+
+    try:
+        return init_from_env(device)
+    except ValueError as err:
+        raise CLIError(f"--device: {err}" if str(err).startswith("device:") else str(err)) from None
+
+
 def _train(args, spec, net, y, context, splits, card, augment, out, device):
     """Run the trainer of the network's objective (WGAN-GP, or NLL / ELBO) on the split."""
     def part(idx):
@@ -361,19 +420,40 @@ def _train(args, spec, net, y, context, splits, card, augment, out, device):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.camels import split_by_simulation
-    from ..nn.registry import build_network, network_class, network_spec
-    from ..priors.checkpoint import CARD_FILE
+    from ..nn.registry import network_spec
 
     try:
         spec = network_spec(args.kind)
     except ValueError as err:
         raise CLIError(str(err)) from None
     _check_numbers(args)
+    world = _world(args, spec)
     device = _device(args.device)
     out = check_out_dir(args.out)  # a file in its place or among its parents
     if not args.resume and (out / "state.safetensors").exists():
         raise CLIError(f"--out: {str(out)!r} holds a training run; pass --resume or choose another folder")
+    if args.nproc is not None and world > 1:
+        return _launch(args)
+    dist = torch.distributed
+    owned = not (dist.is_available() and dist.is_initialized())  # a caller's group is the caller's to close
+    group, device = _join(device)
+    try:
+        return _run(args, spec, device, out, group)
+    finally:
+        if group is not None and owned:
+            from ..train.distributed import shutdown
+
+            shutdown()
+
+
+def _run(args, spec, device, out, group) -> int:
+    """Load, split, transform, build and train (every rank of a data-parallel run does all of it;
+    rank 0 alone writes and reports)."""
+    from ..data.camels import split_by_simulation
+    from ..nn.registry import build_network, network_class
+    from ..priors.checkpoint import CARD_FILE
+
+    main = group is None or group.is_main
 
     d = _load(args)
     maps, params, sim = d.maps, d.params, d.sim_index
@@ -402,10 +482,15 @@ def run(args: argparse.Namespace) -> int:
     arch = dict(getattr(net, "architecture", None) or arch)
     card = _card(args, d, arch, transform, tnames, shape, (ctx_names, low, high), splits)
     augment = _augment(args, d.cut, shape[-1] == shape[-2])
-    print(f"bayessky train: {args.kind} on {len(train_idx)} maps ({np.unique(sim[train_idx]).size} "
-          f"simulations) of shape {shape}, {len(val_idx)} val / {len(test_idx)} test, "
-          f"{sum(p.numel() for p in net.parameters())} parameters, device {device}", file=sys.stderr)
+    if main:
+        where = f"device {device}" if group is None else \
+            f"{group.world_size} processes ({group.backend}), rank 0 on {device}"
+        print(f"bayessky train: {args.kind} on {len(train_idx)} maps ({np.unique(sim[train_idx]).size} "
+              f"simulations) of shape {shape}, {len(val_idx)} val / {len(test_idx)} test, "
+              f"{sum(p.numel() for p in net.parameters())} parameters, {where}", file=sys.stderr)
     result = _train(args, spec, net, y, context, splits, card, augment, out, device)
+    if not main:
+        return 0
     if spec.objective != "wgan-gp":
         result = result._replace(card=_physical_metrics(out, result.card, transform, maps, splits))
     shown = {k: v for k, v in (result.card or {}).get("metrics", {}).items() if isinstance(v, float)}

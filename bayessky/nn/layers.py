@@ -14,13 +14,15 @@ also where the periodic padding and the context channels are written.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch.nn import functional as F
 
 __all__ = ["squeeze", "unsqueeze", "circular_pad", "conv_input", "conv1x1", "actnorm_statistics",
-           "lu_factors", "lu_weight", "lu_weight_inverse", "random_lu", "check_square_shape"]
+           "actnorm_reduction", "lu_factors", "lu_weight", "lu_weight_inverse", "random_lu",
+           "check_square_shape"]
 
 
 def check_square_shape(shape: Sequence[int], min_size: int) -> tuple[int, int, int]:
@@ -115,15 +117,45 @@ def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     return y.view(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
 
 
+# Sums over the batches of other processes (a data-parallel trainer's all-reduce), set by
+# actnorm_reduction; None: the statistics are those of the local batch alone.
+_REDUCE: list[Callable[[torch.Tensor], torch.Tensor] | None] = [None]
+
+
+@contextmanager
+def actnorm_reduction(reduce: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Inside the block, :func:`actnorm_statistics` sums over ``reduce`` (e.g. an all-reduce
+    over the processes of a data-parallel run), so every process initialises ActNorm from the
+    global batch, as one process holding the whole batch would.
+
+    ``reduce(t)`` returns the element-wise sum of ``t`` over the processes; every process must
+    reach each ActNorm initialisation in the same order (they do: they run the same network).
+    """
+    _REDUCE.append(reduce)
+    try:
+        yield
+    finally:
+        _REDUCE.pop()
+
+
 @torch.no_grad()
 def actnorm_statistics(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """ActNorm's data-dependent init: (log-scale, bias) (C,) giving zero mean, unit variance.
 
-    Deterministic: the per-channel mean and biased standard deviation over (batch, H, W).
+    Deterministic: the per-channel mean and biased standard deviation over (batch, H, W); inside
+    :func:`actnorm_reduction`, over the batches of all processes.
     """
     x = x.detach()
-    mean = x.mean(dim=(0, 2, 3))
-    log_scale = -torch.log(x.var(dim=(0, 2, 3), unbiased=False).sqrt() + eps)
+    reduce = _REDUCE[-1]
+    if reduce is None:
+        mean = x.mean(dim=(0, 2, 3))
+        var = x.var(dim=(0, 2, 3), unbiased=False)
+    else:  # two passes (mean, then squared deviations) as var() does: no E[x^2] - E[x]^2 cancellation
+        sums = reduce(torch.cat([x.sum(dim=(0, 2, 3)), x.new_tensor([x.numel() // x.shape[1]])]))
+        count = sums[-1]
+        mean = sums[:-1] / count
+        var = reduce((x - mean[:, None, None]).square().sum(dim=(0, 2, 3))) / count
+    log_scale = -torch.log(var.sqrt() + eps)
     return log_scale, -mean * torch.exp(log_scale)
 
 

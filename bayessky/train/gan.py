@@ -33,9 +33,10 @@ from ..atomic import write_json
 from ..priors.checkpoint import match_state
 from ._common import as_map_data, capture_rng, hardware, progress_bar, restore_rng, write_prior
 from .checkpoint import load_state, save_state
+from .distributed import current_group, env_world_size
 from .loop import STATE_FILE, TrainResult
 
-__all__ = ["GANConfig", "fit_wgan_gp", "wasserstein_estimate"]
+__all__ = ["GANConfig", "fit_wgan_gp", "wasserstein_estimate", "check_single_process"]
 
 STATE_FORMAT = "bayessky-gan-state-v1"
 
@@ -100,6 +101,21 @@ def wasserstein_estimate(gan, maps: torch.Tensor, *, seed: int = 0, batch_size: 
     return (real - fake) / maps.shape[0]
 
 
+def check_single_process() -> None:
+    """Refuse a data-parallel run: WGAN-GP is not wired to DistributedDataParallel.
+
+    Its gradient penalty differentiates the critic's input gradient (a double backward, which
+    DDP's gradient hooks do not support), and the critic and generator alternate with their own
+    optimisers, so each would need its own DDP wrapper. One process trains it as before.
+    """
+    group = current_group()
+    world = group.world_size if group is not None else env_world_size()
+    if world > 1:
+        raise ValueError(f"WORLD_SIZE: WGAN-GP trains in one process (its gradient penalty's double "
+                         f"backward is not supported by DistributedDataParallel), got {world} processes; "
+                         "run it without torchrun")
+
+
 def fit_wgan_gp(
     gan: torch.nn.Module,
     train,
@@ -117,7 +133,11 @@ def fit_wgan_gp(
 
     Arguments mirror :func:`bayessky.train.loop.fit`; ``train``/``val`` are maps (N, C, H, W) in
     network space (unconditional). Returns ``(gan, history, metrics, card)``.
+
+    One process only: under ``torchrun`` (``WORLD_SIZE`` > 1 or a process group of several
+    processes) it refuses, see :func:`check_single_process`.
     """
+    check_single_process()
     cfg = config or GANConfig()
     for attr in ("generator", "critic", "latent_dim"):
         if not hasattr(gan, attr):

@@ -16,10 +16,20 @@ Resume is exact: the state holds model, best model, Adam moments and step counts
 fields, early-stopping counters and every random state (torch CPU/CUDA, numpy, python and the
 trainer's own shuffling and augmentation generators), so an interrupted run continued with
 ``resume=True`` produces the same weights as an uninterrupted one (same device, same threads).
+
+Several processes (``torchrun``, see :mod:`bayessky.train.distributed`): when a process group of
+more than one process is initialised, ``fit`` trains with ``DistributedDataParallel``. Every rank
+draws the same global permutation and augments the same global batch of ``batch_size`` maps with
+the same generators, then trains on its contiguous slice; each rank's loss is its share of the
+global mean, so DDP's gradient average is the gradient of one process at the same batch size.
+ActNorm initialises from the global first batch, validation and test losses are sums over the
+ranks' slices, and rank 0 alone writes files (the others wait at a barrier). One process
+(no group) runs exactly the code it always did.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -32,7 +42,8 @@ import torch
 
 from .._validate import device_dtype
 from ..atomic import write_json
-from ..priors.checkpoint import match_state
+from ..nn.layers import actnorm_reduction
+from ..priors.checkpoint import match_state, read_card
 from ._common import (
     MapData,
     as_map_data,
@@ -44,6 +55,7 @@ from ._common import (
     write_prior,
 )
 from .checkpoint import load_state, save_state
+from .distributed import Group, current_group, data_parallel
 from .losses import Objective, bits_per_pixel, objective_for
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "evaluate", "STATE_FILE"]
@@ -155,14 +167,29 @@ def _check_held_out(train: MapData, **held_out: MapData | None) -> None:
                              f"{tuple(train.maps.shape[1:])}")
 
 
-def _held_out_metrics(model, objective: Objective, cfg: TrainConfig, dev, **held_out: MapData | None) -> dict:
+def _evaluate(model, data: MapData, objective: Objective, cfg: TrainConfig, dev,
+              group: Group | None) -> float:
+    """:func:`evaluate` with the trainer's settings; with a process group, each rank evaluates its
+    contiguous slice and the sums are all-reduced (the mean over all of ``data``)."""
+    if group is None:
+        return evaluate(model, data, objective, batch_size=cfg.eval_batch_size, seed=cfg.seed + 2, device=dev)
+    start, stop = group.shard(len(data))
+    local = 0.0
+    if stop > start:
+        part = MapData(data.maps[start:stop], None if data.context is None else data.context[start:stop])
+        local = evaluate(model, part, objective, batch_size=cfg.eval_batch_size, seed=cfg.seed + 2,
+                         device=dev) * (stop - start)
+    return group.total(local) / len(data)
+
+
+def _held_out_metrics(model, objective: Objective, cfg: TrainConfig, dev, group: Group | None = None,
+                      **held_out: MapData | None) -> dict:
     """``{prefix}_{loss}_per_map`` / ``_per_pixel``, ``{prefix}_bits_per_pixel`` and ``n_{prefix}``
     for each held-out set given."""
     metrics = {}
     for prefix, data in held_out.items():
         if data is not None:
-            value = evaluate(model, data, objective, batch_size=cfg.eval_batch_size, seed=cfg.seed + 2,
-                             device=dev)
+            value = _evaluate(model, data, objective, cfg, dev, group)
             n_pix = int(data.maps[0].numel())
             metrics.update({f"{prefix}_{objective.name}_per_map": value,
                             f"{prefix}_{objective.name}_per_pixel": value / n_pix,
@@ -206,6 +233,10 @@ def fit(
         device: where batches go (default: the model's device).
         callback: ``callback(epoch, record)`` after each epoch's checkpoint; return True to stop.
 
+    Under an initialised process group of N > 1 processes (``torchrun``), every rank calls
+    ``fit`` with the same data and arguments; ``batch_size`` is the global batch and must be
+    divisible by N. See the module's docstring.
+
     Returns:
         :class:`TrainResult` ``(model, history, metrics, card)``.
     """
@@ -219,6 +250,10 @@ def fit(
     _check_held_out(train, val=val, test=test)
     out = Path(out) if out is not None else None
     state_path = out / STATE_FILE if out is not None else None
+    group = current_group()
+    if group is not None:
+        _check_shardable(cfg, len(train), group)
+    writes = group is None or group.is_main
 
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor,
@@ -231,26 +266,32 @@ def fit(
         run = _Progress.from_state(_resume(state_path, card, arch, model, opt, sched, gens))
 
     n = len(train)
-    bar = progress_bar(cfg.epochs, min(run.epoch, cfg.epochs), cfg.progress, f"train {objective.name}")
+    bar = progress_bar(cfg.epochs, min(run.epoch, cfg.epochs), cfg.progress and writes,
+                       f"train {objective.name}")
     stop = run.stopped(cfg)
-    try:
+    # with a group: the objective under DistributedDataParallel, and the group to shard batches
+    step = None if group is None else (data_parallel(model, objective, dev), group)
+    # ActNorm's data-dependent init (first batch) from the statistics of the global batch
+    scope = contextlib.nullcontext() if group is None else actnorm_reduction(group.all_reduce)
+    with scope, contextlib.closing(bar):
         while run.epoch < cfg.epochs and not stop:
             t0 = time.perf_counter()
             total = _train_epoch(model, train, objective, opt, cfg, gens, augment, (dev, dtype),
-                                 run.epoch + 1)
+                                 run.epoch + 1, step)
+            if group is not None:
+                total = group.total(total)
             record = {"epoch": run.epoch + 1, f"train_{objective.name}_per_map": total / n,
                       "lr": opt.param_groups[0]["lr"]}
             monitor = total / n
             if val is not None:
-                monitor = evaluate(model, val, objective, batch_size=cfg.eval_batch_size,
-                                   seed=cfg.seed + 2, device=dev)
+                monitor = _evaluate(model, val, objective, cfg, dev, group)
                 record[f"val_{objective.name}_per_map"] = monitor
             if not math.isfinite(monitor):
                 raise FloatingPointError(f"monitored loss is {monitor} at epoch {run.epoch + 1}; lower lr")
             sched.step(monitor)
             run.end_epoch(monitor, model, cfg.restore_best, record, time.perf_counter() - t0)
             stop = run.stopped(cfg)
-            if state_path is not None:
+            if state_path is not None and writes:
                 save_state(state_path, {
                     "format": STATE_FORMAT, "kind": card.get("kind") if card else None, "architecture": arch,
                     "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -258,28 +299,34 @@ def fit(
                     **run.state(),
                 })
                 write_json(out / "history.json", run.history)
+            if state_path is not None and group is not None:
+                group.barrier()  # the state is on disk before any rank may stop (callback, kill)
             bar.update(1)
             bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in record.items()
                              if k not in ("epoch", "time_s")})
             if callback is not None and callback(run.epoch, record):
                 break
-    finally:
-        bar.close()
 
     if cfg.restore_best and run.best_state is not None:
         model.load_state_dict(run.best_state)
     model.eval()
     metrics = {"n_pix": n_pix, "best_epoch": run.best_epoch,
-               **_held_out_metrics(model, objective, cfg, dev, val=val, test=test)}
+               **_held_out_metrics(model, objective, cfg, dev, group, val=val, test=test)}
     full_card = None
     if out is not None and card is not None:
         training = {**cfg.to_dict(), "optimizer": "Adam", "scheduler": "ReduceLROnPlateau",
                     "objective": f"{objective!r} per pixel", "epochs_run": run.epoch,
                     "stopped_early": bool(stop), "final_lr": opt.param_groups[0]["lr"], "time_s": run.elapsed,
                     "hardware": hardware(dev), "augment": getattr(augment, "to_config", lambda: None)()
-                    if augment is not None else None}
-        full_card = write_prior(out, model, card, training, metrics, n_train=n,
-                                n_val=None if val is None else len(val))
+                    if augment is not None else None,
+                    "world_size": 1 if group is None else group.world_size,
+                    "backend": None if group is None else group.backend}
+        if writes:
+            full_card = write_prior(out, model, card, training, metrics, n_train=n,
+                                    n_val=None if val is None else len(val))
+        if group is not None:
+            group.barrier()  # rank 0's prior folder is complete; the others read its card
+            full_card = full_card if writes else read_card(out)
     return TrainResult(model, run.history, metrics, full_card)
 
 
@@ -339,9 +386,40 @@ def _resume(state_path: Path, card: Mapping | None, arch, model, opt, sched, gen
     return st
 
 
+def _check_shardable(cfg: TrainConfig, n: int, group: Group) -> None:
+    """A global batch the ranks can share equally, and a map for every rank in the first batch."""
+    if cfg.batch_size % group.world_size:
+        raise ValueError(f"batch_size: the global batch {cfg.batch_size} is not divisible by the "
+                         f"{group.world_size} processes")
+    if n < group.world_size:
+        raise ValueError(f"train: {n} maps cannot be shared by {group.world_size} processes")
+
+
+def _shard_loss(step, x: torch.Tensor, c: torch.Tensor | None, n_pix: int):
+    """This rank's per-map losses and its share of the global batch's mean loss per pixel.
+
+    The global batch of ``b`` maps is cut as ``tensor_split`` cuts it; rank r's loss is
+    ``sum_r / b * world_size``, so DDP's average over ranks is the global mean whatever the cut
+    (equal shards: each rank's local mean). A rank whose shard of a short last batch is empty
+    still joins DDP's gradient all-reduce, with one map weighted zero.
+    """
+    ddp, group = step
+    b = x.shape[0]
+    start, stop = group.shard(b)
+    weight = group.world_size / (b * n_pix)
+    if stop == start:
+        start, stop, weight = 0, 1, 0.0
+    per_map = ddp(x[start:stop], None if c is None else c[start:stop])
+    return (per_map if weight else per_map[:0]), per_map.sum() * weight
+
+
 def _train_epoch(model, train: MapData, objective: Objective, opt, cfg: TrainConfig, gens, augment,
-                 where, epoch: int) -> float:
-    """One pass over ``train`` in shuffled batches (epoch ``epoch``, 1-based); the summed loss."""
+                 where, epoch: int, step=None) -> float:
+    """One pass over ``train`` in shuffled batches (epoch ``epoch``, 1-based); the summed loss.
+
+    With ``step = (ddp, group)`` every rank draws and augments the same global batch and trains
+    on its slice of it (:func:`_shard_loss`); the sum is over this rank's maps only.
+    """
     dev, dtype = where
     n, n_pix = len(train), int(train.maps[0].numel())
     model.train()
@@ -354,13 +432,16 @@ def _train_epoch(model, train: MapData, objective: Objective, opt, cfg: TrainCon
         c = None if c is None else c.index_select(0, idx.to(c.device)).to(device=dev, dtype=dtype)
         if augment is not None:
             x = augment(x, gens["augment"])
-        per_map = objective(model, x, c)
-        loss = per_map.mean() / n_pix
+        if step is None:
+            per_map = objective(model, x, c)
+            loss = per_map.mean() / n_pix
+        else:
+            per_map, loss = _shard_loss(step, x, c, n_pix)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training diverged at epoch {epoch}, batch "
                                      f"{b // cfg.batch_size + 1} (loss {float(loss.detach())}); lower lr")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # under DDP: the gradients averaged over the ranks, identical on every rank
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
