@@ -1,37 +1,45 @@
-"""``bayessky run MODEL --data FILE``: run a Pyro model with an engine, write the outputs.
+"""``bayessky run MODEL --data FILE``: run a Pyro model with an engine on one map or a survey of maps.
 
 MODEL is a packaged model's name (``bayessky models`` lists them, e.g. ``hi_parameters``) or a
 model script (.py, e.g. a copy of ``inference/hi_parameters.py`` you edited). Either defines
 ``model(data, **options)`` (a Pyro model observing ``data``), and may define ``guide`` (for
 SVI), ``grid`` (a dict of axes, or a function of the options returning one, for the grid engine),
-``DEFAULTS`` (engine settings, e.g. ``{"engine": "grid", "num_samples": 500}``) and ``MAP_SITE``
-(the name of the site holding the reconstructed map, for map-level inference).
+``DEFAULTS`` (engine settings, e.g. ``{"engine": "grid", "num_samples": 500}``), ``MAP_SITE``
+(the name of the site holding the reconstructed map, for map-level inference) and
+``NOISE_OPTION`` (the name of its noise-rms option, which ``--noise`` sets).
 ``--set key=value`` values are parsed as Python literals; keys that are engine settings go to the
 engine, the others to ``model`` as options.
 
+A stack of maps (or a manifest CSV) is a durable job (:mod:`bayessky.survey`): each map's outputs
+are written as soon as it is done, the same command resumes an interrupted run, a different one
+into the same --out is refused (``--restart`` replaces it), and ``--workers`` / ``--scheduler`` /
+``--cluster slurm`` spread the maps over Dask workers with the same results bit for bit.
+
     bayessky run hi_parameters --data maps.npy --engine grid
     bayessky run my_model.py --data maps.npy --engine nuts --set num_samples=500
+    bayessky run dust_inpainting --data maps.npy --mask masks.npy --noise rms.npy --workers 4
+    bayessky run hi_parameters --data manifest.csv --cluster slurm --cluster-config slurm.yaml
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import importlib.util
 import inspect
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from ..survey import load_model_or_script, load_script, run_model
 from . import CLIError, parse_device
-from ._write import check_out_dir, write_csv, write_netcdf
+from ._write import check_out_dir, write_netcdf
 
-__all__ = ["add_parser", "run", "load_script", "load_model_or_script", "run_script"]
+__all__ = ["add_parser", "run", "load_script", "load_model_or_script", "run_script", "EXIT_SOME_FAILED"]
 
+# engines and the settings each front end in bayessky.infer accepts (the rest go to the model);
+# add an engine by adding a line to both
 ENGINES = ("nuts", "hmc", "svi", "map", "grid", "emcee")
-# settings accepted by each engine front end in bayessky.infer (the rest go to the model)
 ENGINE_KEYS = {
     "nuts": {"num_samples", "warmup_steps", "num_chains", "target_accept_prob", "dense_mass",
              "init_strategy", "jit", "max_tree_depth", "backend", "chain_method"},
@@ -42,6 +50,8 @@ ENGINE_KEYS = {
     "grid": {"prior", "chunk_size", "memory_budget_mb", "num_samples"},
     "emcee": {"walkers", "steps", "burn", "thin", "init_strategy"},
 }
+#: exit status when some maps failed (each is in failures.csv) and the others completed
+EXIT_SOME_FAILED = 3
 
 
 def add_parser(sub) -> None:
@@ -49,16 +59,31 @@ def add_parser(sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("script", metavar="MODEL", help="a packaged model's name (see 'bayessky models') "
                    "or a model script (.py) defining model(data, **options)")
-    p.add_argument("--data", required=True, help="map(s): .npy, .npz or FITS; a stack gives one "
-                   "posterior per map")
-    p.add_argument("--mask", help="mask file (1 = observed, 0 = masked), same formats")
+    p.add_argument("--data", required=True, help="map(s): .npy, .npz or FITS; a stack (n, ...) gives one "
+                   "posterior per map; or a manifest .csv (columns data, mask, noise, truths...)")
+    p.add_argument("--mask", help="mask (1 = observed, 0 = masked): one map shared by all, or a stack "
+                   "(n, H, W)")
+    p.add_argument("--noise", help="noise rms per pixel, for models with a NOISE_OPTION: a number, a map, "
+                   "or a stack (n, H, W) of per-map rms maps")
     p.add_argument("--engine", choices=ENGINES, help="engine (default: the script's DEFAULTS, else nuts)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="option for the script or the engine (repeatable)")
-    p.add_argument("--out", default="bayessky-run", help="output folder")
+    p.add_argument("--out", default="bayessky-run", help="output folder (a run is resumed by running the "
+                   "same command again)")
+    p.add_argument("--restart", action="store_true", help="clear the previous run's outputs in --out first")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="map i uses seed + i")
     p.add_argument("--key", help="array name inside an .npz data file")
+    g = p.add_argument_group("many maps")
+    g.add_argument("--workers", type=int, help="a local Dask cluster of N worker processes (1 thread each)")
+    g.add_argument("--scheduler", help="a running Dask scheduler: tcp://host:port or a scheduler .json file")
+    g.add_argument("--cluster", choices=("slurm",), help="start Dask workers as SLURM jobs (dask-jobqueue)")
+    g.add_argument("--cluster-config", help="SLURM settings, YAML or JSON (see bayessky.survey.slurm)")
+    g.add_argument("--block-size", type=int, help="maps per task for the grid engine (default: up to 8, "
+                   "enough blocks for every worker); other engines run one map per task")
+    g.add_argument("--retries", type=int, default=2, help="Dask re-runs of a task whose machine failed")
+    g.add_argument("--combine", action="store_true", help="also write posterior.nc with a 'map' dimension")
+    g.add_argument("--no-plots", action="store_true", help="skip the corner and map figures (faster)")
     p.set_defaults(func=run)
 
 
@@ -83,96 +108,14 @@ def parse_sets(items: list[str]) -> dict:
     return out
 
 
-def load_script(path: str | Path):
-    """Import a model script as a module; it must define a callable ``model``."""
-    path = Path(path)
-    if not path.is_file():
-        raise CLIError(f"script: no such file {str(path)!r}")
-    spec = importlib.util.spec_from_file_location(f"bayessky_script_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as err:  # a broken user script: report its error in one line
-        raise CLIError(f"script: {path.name} failed to import: {type(err).__name__}: {err}") from err
-    if not callable(getattr(module, "model", None)):
-        raise CLIError(f"script: {path.name} does not define a function 'model(data, **options)'")
-    return module
-
-
-def load_model_or_script(spec: str | Path):
-    """A packaged model (``spec`` a key of :data:`bayessky.models.MODELS`) or a model script (a path).
-
-    A packaged model's name wins over a file of that name in the working folder (write
-    ``./NAME`` for the file); anything else is a one-line error naming the packaged models.
-    """
-    from ..models import MODELS, load_model
-
-    text = str(spec)
-    if text in MODELS:
-        return load_model(text)
-    if Path(text).is_file():
-        return load_script(text)
-    known = ", ".join(sorted(MODELS)) or "none"
-    if text.endswith(".py") or "/" in text or "\\" in text:
-        raise CLIError(f"script: no such file {text!r} (or give a packaged model: {known})")
-    raise CLIError(f"model: {text!r} is neither a packaged model ({known}) nor a model script (.py)")
-
-
-def _load_array(path: str, name: str, key: str | None = None) -> np.ndarray:
-    """Any rank is read: :func:`run` checks the shape against what the script expects."""
-    from ..data.io import load_maps
-
-    try:
-        arr = load_maps(path, key=key, ndim=range(1, 6), name=name)
-    except (OSError, ValueError, KeyError) as err:
-        msg = str(err).splitlines()[0]
-        msg = msg[len(name) + 2:] if msg.startswith(f"{name}: ") else msg  # name the flag once
-        raise CLIError(f"{name}: cannot read {path!r}: {msg}") from err
-    arr = np.asarray(arr, dtype=np.float64)
-    n_bad = int((~np.isfinite(arr)).sum())
-    if n_bad:
-        raise CLIError(f"{name}: {path!r} contains {n_bad} NaN/inf values")
-    return arr
-
-
 def run_script(module, data, *, engine: str, options: dict, engine_options: dict, device: str,
-               seed: int, mask=None):
-    """Run ``module.model`` on one map with ``engine``; returns (idata or GridPosterior, idata)."""
-    import pyro
-    import torch
+               seed: int, mask=None, noise=None):
+    """Run ``module.model`` on one map with ``engine``; returns (GridPosterior or None, idata).
+    (:func:`bayessky.survey.run_model`, kept under its old name.)"""
+    from ..survey import noise_option
 
-    from .. import infer
-
-    pyro.set_rng_seed(seed)
-    pyro.clear_param_store()
-    t = torch.as_tensor(data, dtype=torch.get_default_dtype(), device=device)
-    params = inspect.signature(module.model).parameters
-    accepts_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    grid = getattr(module, "grid", None)
-    # options may also be meant for the script's grid(...) (e.g. its resolution)
-    grid_params = set(inspect.signature(grid).parameters) if callable(grid) else set()
-    kwargs = {k: v for k, v in options.items() if k in params or (accepts_var_kw and k not in grid_params)}
-    if mask is not None:
-        if "mask" not in params and not accepts_var_kw:
-            raise CLIError("--mask: the script's model takes no 'mask' option")
-        kwargs["mask"] = torch.as_tensor(mask, dtype=t.dtype, device=device)
-    unknown = [k for k in options if k not in kwargs and k not in grid_params]
-    if unknown:
-        raise CLIError(f"--set: the script's model has no option(s) {unknown}")
-    fn = getattr(infer, engine)
-    eopts = dict(engine_options)
-    if engine == "grid":
-        if callable(grid):
-            grid = grid(**{k: v for k, v in options.items() if k in grid_params})
-        if not grid:
-            raise CLIError("--engine grid: the script defines no 'grid' of parameter axes")
-        num_samples = eopts.pop("num_samples", 2000)
-        post = fn(module.model, t, grid=grid, **eopts, **kwargs)
-        return post, post.to_inference_data(num_samples, seed=seed)
-    if engine == "svi" and getattr(module, "guide", None) is not None and "guide" not in eopts:
-        eopts["guide"] = module.guide
-    idata = fn(module.model, t, seed=seed, **eopts, **kwargs)
-    return None, idata
+    return run_model(module, data, engine=engine, options=options, engine_options=engine_options,
+                     device=device, seed=seed, mask=mask, noise=noise, noise_name=noise_option(module))
 
 
 def _first_channel(a):
@@ -180,18 +123,30 @@ def _first_channel(a):
     return None if a is None else a.reshape(-1, *a.shape[-2:])[0]
 
 
-def _write_outputs(out: Path, idata, grid_post, data, mask, module, suffix: str, truths=None):
+def _save_npy(path: Path, array) -> Path:
+    from ..atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
+    return path
+
+
+def _write_outputs(out: Path, idata, data, mask, module, suffix: str, truths=None, plots: bool = True):
+    """Write one map's posterior (and its map mean/std, figures); returns (summary table, files)."""
     import arviz as az
 
-    from ..plot import corner, posterior_maps
     from ..plot.corner import scalar_variables
 
-    written = []
-    written.append(write_netcdf(idata, out / f"posterior{suffix}.nc"))
+    written = [write_netcdf(idata, out / f"posterior{suffix}.nc")]
     scalars = scalar_variables(idata)
     summary = az.summary(idata, var_names=scalars or None, kind="all") if scalars else None
-    if scalars:
-        corner(idata, var_names=scalars, truths=truths, out=out / f"corner{suffix}.png")
+    if scalars and plots:
+        import matplotlib.pyplot as plt
+
+        from ..plot import corner
+
+        known = {k: v for k, v in (truths or {}).items() if k in scalars}
+        plt.close(corner(idata, var_names=scalars, truths=known or None, out=out / f"corner{suffix}.png"))
         written.append(out / f"corner{suffix}.png")
     site = getattr(module, "MAP_SITE", None)
     post = idata.posterior
@@ -203,18 +158,36 @@ def _write_outputs(out: Path, idata, grid_post, data, mask, module, suffix: str,
     if site is not None and site in post:
         draws = np.asarray(post[site]).reshape(-1, *post[site].shape[2:])
         mean, std = draws.mean(0), draws.std(0)
-        np.save(out / f"map_mean{suffix}.npy", mean)
-        np.save(out / f"map_std{suffix}.npy", std)
-        mean1 = _first_channel(mean)
-        # the map site need not be what was observed (cmb_lensing's MAP_SITE is phi, the data are
-        # temperature channels): the data and mask panels are drawn only when they match its shape
-        data1, mask1 = _first_channel(data), _first_channel(mask)
-        posterior_maps(mean1, _first_channel(std),
-                       data=data1 if data1 is not None and data1.shape == mean1.shape else None,
-                       mask=mask1 if mask1 is not None and mask1.shape == mean1.shape else None,
-                       out=out / f"maps{suffix}.png")
-        written += [out / f"map_mean{suffix}.npy", out / f"map_std{suffix}.npy", out / f"maps{suffix}.png"]
+        written += [_save_npy(out / f"map_mean{suffix}.npy", mean),
+                    _save_npy(out / f"map_std{suffix}.npy", std)]
+        if plots:
+            import matplotlib.pyplot as plt
+
+            from ..plot import posterior_maps
+
+            mean1 = _first_channel(mean)
+            # the map site need not be what was observed (cmb_lensing's MAP_SITE is phi, the data are
+            # temperature channels): the data and mask panels are drawn only when they match its shape
+            data1, mask1 = _first_channel(data), _first_channel(mask)
+            plt.close(posterior_maps(
+                mean1, _first_channel(std),
+                data=data1 if data1 is not None and data1.shape == mean1.shape else None,
+                mask=mask1 if mask1 is not None and mask1.shape == mean1.shape else None,
+                out=out / f"maps{suffix}.png"))
+            written.append(out / f"maps{suffix}.png")
     return summary, written
+
+
+def _summary_rows(summary, i: int, truths: dict) -> list[dict]:
+    if summary is None:
+        return []
+    rows = []
+    for name, row in summary.iterrows():
+        rec = {"variable": str(name), "map": i, **row.to_dict()}
+        if str(name) in truths:
+            rec["truth"] = truths[str(name)]
+        rows.append(rec)
+    return rows
 
 
 def _explicit_params(fn) -> set[str]:
@@ -232,8 +205,8 @@ def _check_device(text: str) -> None:
         raise CLIError(f"--device: expected cpu or cuda[:i], got {text!r}")
 
 
-def run(args: argparse.Namespace) -> int:
-    module = load_model_or_script(args.script)
+def _engine_settings(module, args) -> tuple[str, dict, dict]:
+    """(engine, engine options, model options) from the script's DEFAULTS and the --set values."""
     defaults = dict(getattr(module, "DEFAULTS", {}) or {})
     sets = parse_sets(args.set)
     engine = args.engine or sets.pop("engine", None) or defaults.pop("engine", "nuts")
@@ -256,46 +229,108 @@ def run(args: argparse.Namespace) -> int:
     # those are dropped; a user's --set of a model option that shares an engine key's name is kept
     options = {k: v for k, v in merged.items() if k not in all_engine_keys
                or (k in sets and k in model_params and k not in ENGINE_KEYS[engine])}
+    return engine, engine_options, options
+
+
+def _preflight(module, inputs, engine: str, options: dict, noise_name, args) -> None:
+    """Option, mask and noise errors of the model are the command's (exit 2), not every map's."""
+    import torch
+
+    from ..survey import grid_axes, model_kwargs
+
+    if args.noise is not None and noise_name is None:
+        raise CLIError(f"--noise: model {args.script!r} declares no NOISE_OPTION (no noise option to set)")
+    if noise_name is not None and noise_name in options and args.noise is not None:
+        raise CLIError(f"--noise: also given as --set {noise_name}=...; give one of them")
+    first = inputs.get(0)
+    like = torch.zeros((), dtype=torch.get_default_dtype())
+    model_kwargs(module, options, mask=first.mask, noise=first.noise, noise_name=noise_name, like=like)
+    if engine == "grid":
+        grid_axes(module, options)
+
+
+def _block_size(args, engine: str, n: int, workers: int) -> int:
+    if args.block_size is not None:
+        if args.block_size < 1:
+            raise CLIError(f"--block-size: expected a positive integer, got {args.block_size}")
+        if engine != "grid":
+            raise CLIError(f"--block-size: only for the grid engine ({engine!r} runs one map per task)")
+        return args.block_size
+    if engine != "grid":
+        return 1
+    return max(1, min(8, -(-n // (2 * workers))))  # >= 2 blocks per worker while maps last
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..survey import (
+        JobSpec,
+        JobState,
+        build_manifest,
+        cluster_plan,
+        combine_posteriors,
+        execute,
+        load_inputs,
+        make_tasks,
+        model_identity,
+        noise_option,
+        open_client,
+        out_lock,
+    )
+
+    module = load_model_or_script(args.script)
+    engine, engine_options, options = _engine_settings(module, args)
     _check_device(args.device)
-    # MAP_SHAPE fixes what one observation is: (n_freq, H, W) data is one multi-channel map for a
-    # script that declares it, a stack of n_freq maps otherwise
-    expected = getattr(module, "MAP_SHAPE", None)
-    event_ndim = len(expected) if expected is not None else 2
-    data = _load_array(args.data, "--data", args.key)
-    mask = _load_array(args.mask, "--mask") if args.mask else None
-    if data.ndim not in (event_ndim, event_ndim + 1):
-        one = "(H, W)" if expected is None else str(tuple(expected))
-        raise CLIError(f"--data: expected one map {one} or a stack (n, *map), got shape {data.shape}")
-    stack = data if data.ndim == event_ndim + 1 else data[None]
-    if expected is not None and tuple(stack.shape[1:]) != tuple(expected):
-        raise CLIError(f"--data: the script expects maps of shape {tuple(expected)}, got {stack.shape[1:]}")
-    if mask is not None:
-        if mask.shape not in (stack.shape[1:], stack.shape[-2:]):
-            raise CLIError(f"--mask: shape {mask.shape} does not match the maps' {stack.shape[1:]}")
-        if ((mask < 0) | (mask > 1)).any():
-            raise CLIError("--mask: values must lie in [0, 1]")
+    if args.retries < 0:
+        raise CLIError(f"--retries: expected 0 or more, got {args.retries}")
+    inputs = load_inputs(args.data, mask=args.mask, noise=args.noise, key=args.key,
+                         map_shape=getattr(module, "MAP_SHAPE", None))
+    noise_name = noise_option(module)
+    _preflight(module, inputs, engine, options, noise_name, args)
+    plan = cluster_plan(workers=args.workers, scheduler=args.scheduler, cluster=args.cluster,
+                        cluster_config=args.cluster_config)
+    block = _block_size(args, engine, inputs.n, args.workers or 1)
     out = check_out_dir(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    summaries = []
+    identity = {"spec": str(args.script), **model_identity(str(args.script), module)}
+    execution = {"workers": args.workers, "scheduler": args.scheduler, "cluster": args.cluster,
+                 "block_size": block, "data": str(args.data)}
+    manifest = build_manifest(model=identity, inputs=inputs.hashes(), engine=engine,
+                              engine_options=engine_options, options=options, seed=args.seed, n_maps=inputs.n,
+                              device=args.device, execution=execution)
+    job = JobSpec(model=str(args.script), engine=engine, options=options, engine_options=engine_options,
+                  device=args.device, seed=args.seed, threads=1, noise_name=noise_name)
     from tqdm.auto import tqdm
 
-    for i, m in enumerate(tqdm(stack, desc="maps", disable=len(stack) == 1)):
-        suffix = "" if len(stack) == 1 else f"_{i:03d}"
-        grid_post, idata = run_script(module, m, engine=engine, options=options,
-                                      engine_options=engine_options, device=args.device,
-                                      seed=args.seed + i, mask=mask)
-        summary, _ = _write_outputs(out, idata, grid_post, m, mask, module, suffix)
-        if summary is not None:
-            summary.insert(0, "map", i)
-            summaries.append(summary)
-    if summaries:
+    with out_lock(out):
+        state = JobState(out, manifest, restart=args.restart)
+        todo = state.pending()
+        kept = inputs.n - len(todo)
+        if kept:
+            print(f"bayessky run: resuming: {kept} of {inputs.n} map(s) already done in {out}/",
+                  file=sys.stderr)
+        state.flush(force=True)
+        with open_client(plan) as client:
+            results = execute(job, make_tasks(todo, block), inputs, client, retries=args.retries)
+            for res in tqdm(results, total=len(todo), desc="maps", disable=inputs.n == 1, unit="map"):
+                if res.error is not None:
+                    state.record_failure(res.index, res.error)
+                    continue
+                m = inputs.get(res.index)
+                summary, files = _write_outputs(out, res.idata, m.data, m.mask, module,
+                                                state.suffix(res.index), m.truths, plots=not args.no_plots)
+                state.record_done(res.index, files, _summary_rows(summary, res.index, m.truths))
+        state.flush(force=True)
+        if args.combine and inputs.n > 1 and state.records:
+            combine_posteriors({i: out / f"posterior{state.suffix(i)}.nc" for i in state.records},
+                               out / "posterior.nc")
+    if (out / "summary.csv").is_file() and inputs.n <= 20:
         import pandas as pd
 
-        table = pd.concat(summaries)
-        write_csv(table, out / "summary.csv")
-        print(table.to_string())
-    meta = {"script": str(args.script), "data": str(args.data), "engine": engine, "n_maps": len(stack),
-            "engine_options": engine_options, "options": options, "seed": args.seed}
-    (out / "run.json").write_text(json.dumps(meta, indent=2, default=str))
-    print(f"bayessky run: wrote {len(stack)} posterior(s) to {out}/", file=sys.stderr)
+        print(pd.read_csv(out / "summary.csv", index_col=0).to_string())
+    done, failed = len(state.records), len(state.failures)
+    if failed:
+        first = min(state.failures)
+        print(f"bayessky run: {failed} of {inputs.n} map(s) failed (see {out}/failures.csv; map {first}: "
+              f"{state.failures[first]}); {done} done", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    print(f"bayessky run: wrote {inputs.n} posterior(s) to {out}/", file=sys.stderr)
     return 0

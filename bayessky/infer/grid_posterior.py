@@ -270,10 +270,13 @@ def _check_sites(info, axes: Mapping) -> None:
 
 
 def _evaluate_points(ev, flat: dict, log_prior: np.ndarray, log_lik: np.ndarray, chunk_size: int | None,
-                     memory_budget_mb: float) -> int | None:
+                     memory_budget_mb: float, probe: int | None = None) -> tuple[int, int | None]:
     """Fill ``log_prior`` and ``log_lik`` (n_points,) for one data set, ``chunk_size`` grid points
     per model call. Without a chunk size, a probe call on 8 points sizes the chunks from
-    ``memory_budget_mb`` (its site tensors times a safety factor 4); that size is returned."""
+    ``memory_budget_mb`` (its site tensors times a safety factor 4). Returns (chunk size, probe
+    size); passing them back for the next data set of a stack repeats the same chunk boundaries
+    (probe first), so a map's numbers do not depend on its place in a stack (batched kernels may
+    round differently for another batch size)."""
     names = list(flat)
     lik_sites = [n for n in ev.info.sites if n not in names]
     n_points = log_prior.shape[0]
@@ -292,11 +295,14 @@ def _evaluate_points(ev, flat: dict, log_prior: np.ndarray, log_lik: np.ndarray,
         lo = probe
         per_point = 4.0 * max(_bytes_per_point(res, probe), 1.0)
         chunk_size = max(1, int(memory_budget_mb * 2**20 / per_point)) if ev.vectorised else 1
+    elif probe:
+        evaluate(0, probe)
+        lo = probe
     while lo < n_points:
         hi = min(n_points, lo + chunk_size)
         evaluate(lo, hi)
         lo = hi
-    return chunk_size
+    return chunk_size, probe
 
 
 def _bytes_per_point(res, B: int) -> float:
@@ -365,6 +371,7 @@ def grid(
     flat = {k: torch.as_tensor(m.reshape(-1), dtype=dtype, device=device) for k, m in zip(axes, mesh)}
     log_prior = np.empty((len(datasets), math.prod(shape)))
     log_lik = np.empty((len(datasets), math.prod(shape)))
+    probe = None
     with torch.no_grad():
         for m, data_args in enumerate(datasets):
             ev = evaluator
@@ -372,7 +379,8 @@ def grid(
                 ev = BatchEvaluator(model, data_args, model_kwargs, info=evaluator.info, name="grid")
                 ev.mode = evaluator.mode
             # the first data set fixes the chunk size (from a probe call) for all of them
-            chunk_size = _evaluate_points(ev, flat, log_prior[m], log_lik[m], chunk_size, memory_budget_mb)
+            chunk_size, probe = _evaluate_points(ev, flat, log_prior[m], log_lik[m], chunk_size,
+                                                 memory_budget_mb, probe)
     if prior == "uniform":
         log_prior = np.zeros_like(log_prior)
     if np.isnan(log_lik).any():

@@ -2,7 +2,8 @@
 
 A model module defines ``model(data, **options)`` (a Pyro model observing ``data``) and may define
 ``guide`` (for SVI), ``grid`` (axes for the grid engine, or a function of the options returning
-them), ``DEFAULTS`` (engine settings) and ``MAP_SITE`` (the site holding a reconstructed map).
+them), ``DEFAULTS`` (engine settings), ``MAP_SITE`` (the site holding a reconstructed map) and
+``NOISE_OPTION`` (the name of its noise-rms option, set per map by ``bayessky run --noise``).
 Its docstring writes the model as the papers do; its first line is what ``bayessky models``
 prints. A user's model script (``inference/*.py``) follows the same contract.
 """

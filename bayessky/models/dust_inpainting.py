@@ -53,7 +53,7 @@ from ..distributions import FlowDistribution, GaussianRandomField, MapNormal
 from ..families import dust_toy
 from ..sky import hartley2
 
-__all__ = ["DEFAULTS", "MAP_SITE", "model", "prior_map", "learned_prior", "load_cached_prior"]
+__all__ = ["DEFAULTS", "MAP_SITE", "NOISE_OPTION", "model", "prior_map", "learned_prior", "load_cached_prior"]
 
 DEFAULTS = {
     "engine": "nuts",
@@ -64,6 +64,8 @@ DEFAULTS = {
     "init_strategy": "map",
 }
 MAP_SITE = "I"
+#: the option ``bayessky run --noise`` sets (a number or a per-pixel rms map)
+NOISE_OPTION = "noise_sigma"
 
 
 @lru_cache(maxsize=4)
