@@ -104,9 +104,10 @@ def wasserstein_estimate(gan, maps: torch.Tensor, *, seed: int = 0, batch_size: 
 def check_single_process() -> None:
     """Refuse a data-parallel run: WGAN-GP is not wired to DistributedDataParallel.
 
-    Its gradient penalty differentiates the critic's input gradient (a double backward, which
-    DDP's gradient hooks do not support), and the critic and generator alternate with their own
-    optimisers, so each would need its own DDP wrapper. One process trains it as before.
+    Its gradient penalty differentiates the critic's input gradient (a double backward through
+    ``torch.autograd.grad(..., create_graph=True)``, which DDP's gradient hooks do not handle:
+    pytorch/pytorch issues 47562 and 63812), and the critic and generator alternate with their
+    own optimisers, so each would need its own DDP wrapper. One process trains it as before.
     """
     group = current_group()
     world = group.world_size if group is not None else env_world_size()
