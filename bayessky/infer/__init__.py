@@ -1,6 +1,7 @@
 """Inference engines on Pyro models, all returning ``arviz.InferenceData``; calibration (SBC).
 
-Engines: ``nuts``, ``hmc`` (Pyro MCMC; ``backend="fast"`` for batched chains), ``svi``
+Engines: ``nuts``, ``hmc`` (Pyro MCMC; ``backend="fast"`` for batched chains), ``mclmc``
+(microcanonical Langevin Monte Carlo, unadjusted or Metropolis-adjusted, batched chains), ``svi``
 (autoguides incl. a normalizing flow), ``map`` (with optional Laplace), ``emcee`` (ensemble) and
 ``grid`` (exact grid posterior -> :class:`GridPosterior`); ``potential`` (a model's flat
 unconstrained potential, for samplers of your own); ``summary`` for diagnostics; ``sbc``
@@ -12,6 +13,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "nuts": ".mcmc",
     "hmc": ".mcmc",
+    "mclmc": ".microcanonical",
     "svi": ".variational",
     "make_guide": ".variational",
     "map": ".optimize",
