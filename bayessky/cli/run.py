@@ -39,12 +39,15 @@ __all__ = ["add_parser", "run", "load_script", "load_model_or_script", "run_scri
 
 # engines and the settings each front end in bayessky.infer accepts (the rest go to the model);
 # add an engine by adding a line to both
-ENGINES = ("nuts", "hmc", "svi", "map", "grid", "emcee")
+ENGINES = ("nuts", "hmc", "mclmc", "svi", "map", "grid", "emcee")
 ENGINE_KEYS = {
     "nuts": {"num_samples", "warmup_steps", "num_chains", "target_accept_prob", "dense_mass",
              "init_strategy", "jit", "max_tree_depth", "backend", "chain_method"},
     "hmc": {"num_samples", "warmup_steps", "num_chains", "target_accept_prob", "dense_mass",
             "init_strategy", "jit", "num_steps", "step_size"},
+    "mclmc": {"num_samples", "warmup_steps", "num_chains", "adjusted", "step_size", "L",
+              "desired_energy_var", "diagonal_preconditioning", "target_accept", "integrator",
+              "thinning", "init_strategy", "jit"},
     "svi": {"guide", "steps", "num_samples", "lr", "final_lr", "init_strategy"},
     "map": {"steps", "optimizer", "laplace", "num_samples", "init_strategy"},
     "grid": {"prior", "chunk_size", "memory_budget_mb", "num_samples"},
