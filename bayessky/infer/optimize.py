@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.infer import Predictive, Trace_ELBO
+from pyro.infer import SVI, Predictive, Trace_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoLaplaceApproximation
 from tqdm.auto import tqdm
 
@@ -29,7 +29,7 @@ from ._compat import add_group, get_group
 from ._idata import build_inference_data
 from ._model import BatchEvaluator, ModelInfo, init_strategy_fn, seeded, to_batch
 
-__all__ = ["map", "fit_guide", "guide_draws", "resolve_init"]
+__all__ = ["map", "fit_guide", "guide_draws", "resolve_init", "gradient_snr"]
 
 
 def resolve_init(name: str, strategy, model: Callable, args, kwargs,
@@ -56,33 +56,37 @@ def resolve_init(name: str, strategy, model: Callable, args, kwargs,
 
 def fit_guide(model, guide, args, kwargs, *, steps: int, optimizer: str, lr: float | None,
               name: str, progress_bar: bool = False, num_particles: int = 1,
-              final_lr: float | None = None, tol: float = 1e-10) -> list[float]:
+              final_lr: float | None = None, tol: float = 1e-10,
+              diagnostics: dict | None = None) -> list[float]:
     """Minimise Pyro's ``Trace_ELBO`` loss of (model, guide); returns the loss trace.
+
+    With ``"adam"``, a ``diagnostics`` dict receives ``grad_snr`` (:func:`gradient_snr`).
 
     ``optimizer="lbfgs"`` runs torch's L-BFGS (one closure call per loss evaluation) on the
     guide's parameters; ``"adam"`` runs ``ClippedAdam`` steps with optional geometric decay of
     the learning rate from ``lr`` to ``final_lr``.
     """
-    # materialise the guide's parameters and collect their unconstrained leaves (Pyro's idiom for
-    # custom objectives; works for autoguides and for plain guide functions using pyro.param)
-    with poutine.trace(param_only=True) as capture:
-        guide(*args, **kwargs)
-    params = list({id(t): t for t in (site["value"].unconstrained()
-                                      for site in capture.trace.nodes.values())}.values())
-    params = [p for p in params if p.requires_grad]
-    loss_fn = Trace_ELBO(num_particles=num_particles).differentiable_loss
+    elbo = Trace_ELBO(num_particles=num_particles)
     if num_particles > 1:
         # particles in one vectorised model/guide call when the model broadcasts (much cheaper)
-        vec = Trace_ELBO(num_particles=num_particles, vectorize_particles=True).differentiable_loss
+        vec = Trace_ELBO(num_particles=num_particles, vectorize_particles=True)
         try:
             with torch.no_grad():
-                if torch.isfinite(vec(model, guide, *args, **kwargs)):
-                    loss_fn = vec
+                if torch.isfinite(vec.differentiable_loss(model, guide, *args, **kwargs)):
+                    elbo = vec
         except Exception:  # noqa: BLE001 - the model does not broadcast over particles
             pass
+    loss_fn = elbo.differentiable_loss
     losses: list[float] = []
     bar = tqdm(total=steps, desc=name, disable=not progress_bar, leave=False)
     if optimizer == "lbfgs":
+        # materialise the guide's parameters and collect their unconstrained leaves (Pyro's idiom for
+        # custom objectives; works for autoguides and for plain guide functions using pyro.param)
+        with poutine.trace(param_only=True) as capture:
+            guide(*args, **kwargs)
+        params = list({id(t): t for t in (site["value"].unconstrained()
+                                          for site in capture.trace.nodes.values())}.values())
+        params = [p for p in params if p.requires_grad]
         opt = torch.optim.LBFGS(params, lr=1.0 if lr is None else lr, max_iter=steps,
                                 max_eval=int(steps * 1.25) + 10, tolerance_grad=tol,
                                 tolerance_change=tol * 1e-3, history_size=50,
@@ -99,20 +103,16 @@ def fit_guide(model, guide, args, kwargs, *, steps: int, optimizer: str, lr: flo
         opt.step(closure)
     elif optimizer == "adam":
         lr = 0.01 if lr is None else lr
-        gamma = (final_lr / lr) ** (1.0 / max(steps, 1)) if final_lr else 1.0
-        opt = torch.optim.Adam(params, lr=lr)
-        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
+        # ClippedAdam: Adam with per-step lr decay (lrd) and elementwise gradient clipping, the
+        # safeguard against the rare exploding ELBO gradient; lrd decays lr geometrically to final_lr
+        lrd = (final_lr / lr) ** (1.0 / max(steps, 1)) if final_lr else 1.0
+        optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": lrd, "clip_norm": 10.0})
+        engine = SVI(model, guide, optim, loss=elbo)
         for _ in range(steps):
-            opt.zero_grad()
-            loss = loss_fn(model, guide, *args, **kwargs)
-            loss.backward()
-            for p in params:  # ClippedAdam's safeguard against the rare exploding ELBO gradient
-                if p.grad is not None:
-                    p.grad.clamp_(-10.0, 10.0)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
+            losses.append(engine.step(*args, **kwargs))
             bar.update(1)
+        if diagnostics is not None:
+            diagnostics["grad_snr"] = gradient_snr(optim)
     else:
         raise ValueError(f"{name}: optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
     bar.close()
@@ -120,6 +120,25 @@ def fit_guide(model, guide, args, kwargs, *, steps: int, optimizer: str, lr: flo
         raise RuntimeError(f"{name}: the loss became non-finite ({losses[-1]}); lower lr or check "
                            "the model's support")
     return losses
+
+
+def gradient_snr(optim) -> float:
+    """Signal-to-noise of the ELBO gradient at the end of an Adam run, from the optimiser's state.
+
+    For each parameter tensor, the mean over its elements of m^2 / v, Adam's squared running mean
+    of the gradient over its running mean square; the largest over tensors (a few slow tensors,
+    e.g. the scales, must not be averaged away by thousands of converged covariance entries).
+    Why the gradient and not the loss trace: with a decaying learning rate every run ends with a
+    flat loss, converged or frozen (measured on the 144-pixel Wiener posterior: the drop of the
+    mean loss between the last two tenths is ~0.3 nats, 5-11 standard errors, at 1000-3000 steps,
+    and 0.8 standard errors after 50 steps). A zero-mean gradient of pure noise gives
+    (1 - beta1) / (1 + beta1) = 0.053 for ClippedAdam's beta1 = 0.9; a gradient still pointing
+    somewhere gives ~1 and more (measured: 14-19 after 50 steps, 0.4-0.8 after 300, 0.04-0.13
+    after 600-1000). NaN when the state holds no gradient.
+    """
+    vals = [float((st["exp_avg"] ** 2 / (st["exp_avg_sq"] + 1e-30)).mean())
+            for opt in optim.optim_objs.values() for st in opt.state.values() if "exp_avg" in st]
+    return max(vals) if vals else float("nan")
 
 
 def guide_draws(guide, args, kwargs, info, num_samples: int) -> dict[str, torch.Tensor]:
