@@ -22,6 +22,7 @@ import torch
 from pyro.infer import HMC, MCMC, NUTS
 from pyro.infer.mcmc.util import initialize_model
 
+from . import precondition as _precondition
 from ._checks import check_int, check_positive, check_seed, explain_data_errors
 from ._idata import build_inference_data
 from ._model import BatchEvaluator, FlatPotential, TracedPotential, seeded
@@ -152,7 +153,8 @@ def _fast_chain_method(name, chain_method, num_chains, device):
 
 
 def _run_fast(name, model, args, kwargs, *, num_samples, warmup_steps, num_chains, init_fn,
-              target_accept_prob, max_tree_depth, dense_mass, seed, progress_bar, chain_method, jit):
+              target_accept_prob, max_tree_depth, dense_mass, seed, progress_bar, chain_method, jit,
+              precondition=None):
     try:
         from . import fast_nuts
     except ImportError as err:
@@ -162,11 +164,25 @@ def _run_fast(name, model, args, kwargs, *, num_samples, warmup_steps, num_chain
     method = _fast_chain_method(name, chain_method, num_chains, pot.initial.device)
     # traced lazily, in each worker process for its own block of chains (a trace fixes the shape)
     potential = TracedPotential(pot, name) if jit else pot
-    out = fast_nuts.sample(potential, pot.initial.detach(), num_samples, warmup_steps,
+    initial = pot.initial.detach()
+    pre = _precondition.resolve(precondition, model, args, kwargs, names=pot.names, shapes=pot.u_shapes,
+                                name=name)
+    if pre is not None:
+        # a linear change of variables x = x0 + T z: NUTS runs in z (its adapted mass on top),
+        # draws go back through T, so the target is unchanged
+        potential = _precondition.precondition(potential, pre)
+        initial = pre.inverse(initial)
+    out = fast_nuts.sample(potential, initial, num_samples, warmup_steps,
                            target_accept=target_accept_prob, max_tree_depth=max_tree_depth,
                            dense_mass=bool(dense_mass), seed=seed, progress_bar=progress_bar,
                            chain_method=method)
     z = out["samples"].detach()
+    if pre is not None:
+        z = pre.forward(z)
+        # U_z = U - log|det T|: report the model's own potential (lp = -U), as without it
+        for key in ("potential_energy", "energy"):
+            if out.get(key) is not None:
+                out[key] = torch.as_tensor(out[key]) + pre.log_abs_det
     samples = pot.constrain(z)
     C, S = z.shape[0], z.shape[1]
 
@@ -186,7 +202,7 @@ def _run_fast(name, model, args, kwargs, *, num_samples, warmup_steps, num_chain
 
 def _mcmc(kind, model, args, *, num_samples, warmup_steps, num_chains, target_accept_prob,
           dense_mass, init_strategy, jit, max_tree_depth, progress_bar, seed, backend, mp_context,
-          hmc_kw, model_kwargs, chain_method=None):
+          hmc_kw, model_kwargs, chain_method=None, precondition=None):
     num_samples, warmup_steps, num_chains, seed = _check_common(
         kind, num_samples, warmup_steps, num_chains, target_accept_prob, seed)
     if kind == "nuts":  # both backends; Pyro's NUTS divides by zero at depth 0
@@ -198,6 +214,9 @@ def _mcmc(kind, model, args, *, num_samples, warmup_steps, num_chains, target_ac
     if backend == "pyro" and chain_method is not None:
         raise ValueError(f"{kind}: chain_method is an option of backend='fast'; Pyro's MCMC "
                          "chooses its processes itself (num_chains, mp_context)")
+    if backend == "pyro" and precondition is not None:
+        raise ValueError(f"{kind}: precondition needs backend='fast' (Pyro's kernels sample the "
+                         "model's own coordinates)")
     with seeded(seed):
         init_fn = resolve_init(kind, init_strategy, model, args, model_kwargs, seed=seed)
         with explain_data_errors(kind, model, args):
@@ -206,7 +225,8 @@ def _mcmc(kind, model, args, *, num_samples, warmup_steps, num_chains, target_ac
                                      target_accept_prob=target_accept_prob, dense_mass=dense_mass,
                                      jit=jit, max_tree_depth=max_tree_depth,
                                      progress_bar=progress_bar, seed=seed, backend=backend,
-                                     mp_context=mp_context, hmc_kw=hmc_kw, chain_method=chain_method)
+                                     mp_context=mp_context, hmc_kw=hmc_kw, chain_method=chain_method,
+                                     precondition=precondition)
         _warn_divergences(kind, stats["diverging"])
         evaluator = BatchEvaluator(model, args, model_kwargs, name=kind)
         attrs = {"inference_library": "pyro" if backend == "pyro" else "bayessky.fast_nuts",
@@ -216,14 +236,14 @@ def _mcmc(kind, model, args, *, num_samples, warmup_steps, num_chains, target_ac
 
 def _sample(kind, model, args, model_kwargs, *, num_samples, warmup_steps, num_chains, init_fn,
             target_accept_prob, dense_mass, jit, max_tree_depth, progress_bar, seed, backend,
-            mp_context, hmc_kw, chain_method):
+            mp_context, hmc_kw, chain_method, precondition=None):
     """Run the chosen backend; returns (samples by chain, per-draw stats)."""
     if backend == "fast":
         samples, stats = _run_fast(
             kind, model, args, model_kwargs, num_samples=num_samples, warmup_steps=warmup_steps,
             num_chains=num_chains, init_fn=init_fn, target_accept_prob=target_accept_prob,
             max_tree_depth=max_tree_depth, dense_mass=dense_mass, seed=seed,
-            progress_bar=progress_bar, chain_method=chain_method, jit=jit)
+            progress_bar=progress_bar, chain_method=chain_method, jit=jit, precondition=precondition)
     else:
         kernel_kw = dict(full_mass=dense_mass, jit_compile=jit, ignore_jit_warnings=True,
                          target_accept_prob=target_accept_prob, **hmc_kw)
@@ -252,6 +272,7 @@ def nuts(
     backend: str = "pyro",
     mp_context: str | None = None,
     chain_method: str | None = None,
+    precondition=None,
     **model_kwargs,
 ):
     r"""No-U-Turn sampler (Pyro's ``NUTS`` in ``MCMC``) -> ``arviz.InferenceData``.
@@ -280,6 +301,14 @@ def nuts(
             this process), ``"parallel"`` (the batch split across forked CPU processes, one per
             usable core) or ``None``: parallel on a multi-core CPU, vectorized on GPUs. A chain's
             draws do not depend on it.
+        precondition: ``backend="fast"`` only: sample ``z`` with ``x = x0 + T z`` (``x`` the
+            flat unconstrained vector), an exact change of variables
+            (:mod:`bayessky.infer.precondition`): ``"fourier"`` (``T = F^-1 sqrt(W) F`` on every
+            site with a :class:`~bayessky.distributions.GaussianRandomField` prior,
+            ``W = S / (1 + S q)`` with ``q`` the mean precision of a white ``MapNormal``
+            observing it), ``"diagonal"`` (per-pixel ``(mean(1/S) + 1[M>0]/sigma^2)^-1/2``), a
+            :class:`~bayessky.infer.precondition.Preconditioner`, or None. The adapted mass
+            matrix then lives in ``z``.
 
     Returns:
         InferenceData with ``posterior`` (latent and deterministic sites, (chain, draw, ...)),
@@ -301,7 +330,8 @@ def nuts(
                  num_chains=num_chains, target_accept_prob=target_accept_prob, dense_mass=dense_mass,
                  init_strategy=init_strategy, jit=jit, max_tree_depth=max_tree_depth,
                  progress_bar=progress_bar, seed=seed, backend=backend, mp_context=mp_context,
-                 hmc_kw={}, model_kwargs=model_kwargs, chain_method=chain_method)
+                 hmc_kw={}, model_kwargs=model_kwargs, chain_method=chain_method,
+                 precondition=precondition)
 
 
 def hmc(
