@@ -8,7 +8,7 @@ of maps, Dask LocalCluster of single-threaded worker processes):
   ``hi-cglow-32``), grid engine (40 x 40 grid, the model's default), blocks of maps per task vs
   one map per task;
 - dust: ``dust_inpainting`` on 64 x 64 dust-toy-v1 maps with the shipped ``dust-glow-64`` prior and a
-  per-map strip mask, the MAP engine (200 L-BFGS steps; NUTS costs ~100x more per map).
+  per-map strip mask, the MAP engine (200 L-BFGS steps; NUTS, not timed here, costs far more).
 
 Each configuration first runs one map per worker untimed (workers load torch and the prior once),
 then times the maps: maps/hour = maps / wall seconds * 3600. The projection uses the measured
