@@ -20,7 +20,9 @@ Step size, ``L`` and preconditioner are shared by the chains and estimated from 
 together (C times the draws of one chain; all chains then advance with the same scalars, so a
 batch needs no masking). Adjusted warm-up: the first half of the iterations is the unadjusted
 warm-up above (integration steps: burn-in, preconditioner, ``L``); the second half are MAMS
-transitions whose step size is tuned by dual averaging toward ``target_accept``.
+transitions: a quarter tune the step size by dual averaging toward ``target_accept``, a quarter
+measure the autocorrelation times ``tau`` (in transitions) of MAMS itself and lengthen the
+trajectory to ``L <- max(L, 0.4 L mean tau)``.
 
 A MAMS transition (Robnik, Cohn-Gordon & Seljak 2025): a fresh uniform velocity, ``n`` steps of
 the isokinetic integrator, accepted with probability ``min(1, exp(-Delta E))``, ``Delta E`` the
@@ -283,6 +285,27 @@ def _tune_adjusted(sm: _Sampler, steps: int, eps: float, L: float, target_accept
     return eps
 
 
+def _tune_mams_length(sm: _Sampler, steps: int, eps: float, L: float, bar) -> float:
+    """MAMS trajectory length from its own draws: ``L <- 0.4 L mean_i tau_i`` (``tau_i`` the
+    autocorrelation times in transitions, ``L`` the mean integration time of one), the fixed
+    point of the unadjusted rule ``0.4 eps tau_steps``; never shorter than the unadjusted ``L``,
+    whose nearly-fully-refreshed short steps would make MAMS a random walk."""
+    if steps < 20:
+        for _ in range(steps):
+            sm.transition(eps, _num_steps(sm, eps, L))
+            if bar is not None:
+                bar.update(1)
+        return L
+    draws = torch.empty(steps, sm.chains, sm.dim, **sm.kw)
+    for i in range(steps):
+        sm.transition(eps, _num_steps(sm, eps, L))
+        draws[i] = sm.state.x
+        if bar is not None:
+            bar.update(1)
+    tau = _tau_mean(draws)
+    return max(L, 0.4 * L * tau) if math.isfinite(tau) else L
+
+
 def _num_steps(sm: _Sampler, eps: float, L: float) -> int:
     mean = max(1, int(round(L / eps))) if math.isfinite(L / eps) else 1
     return int(sm.noise.np.integers(1, 2 * mean)) if mean > 1 else 1
@@ -308,7 +331,9 @@ def run(potential_fn: Callable[[Tensor], Tensor], x0: Tensor, num_samples: int, 
                                           diagonal_preconditioning, bar)
             L = math.sqrt(D) if L is None else float(L)
             if adjusted and warm_a > 0:
-                eps = _tune_adjusted(sm, warm_a, eps, L, target_accept, bar)
+                n_da = (warm_a + 1) // 2
+                eps = _tune_adjusted(sm, n_da, eps, L, target_accept, bar)
+                L = _tune_mams_length(sm, warm_a - n_da, eps, L, bar)
             n_warm = sm.n_grad
             if bar is not None:
                 bar.set_description("sample")

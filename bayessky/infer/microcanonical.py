@@ -106,8 +106,8 @@ def mclmc(
             unadjusted, Metropolis transitions when adjusted.
         warmup_steps: tuning iterations per chain, discarded. Unadjusted: integration steps
             (30 % burn-in and step size, 30 % + 10 % preconditioner and step size, 30 % ``L``).
-            Adjusted: the first half as the unadjusted warm-up, the second half MAMS transitions
-            tuning the step size to ``target_accept``.
+            Adjusted: the first half as the unadjusted warm-up, then MAMS transitions: a quarter
+            tuning the step size to ``target_accept``, a quarter the trajectory length ``L``.
         num_chains: chains, advanced together in one batch.
         adjusted: Metropolis-adjusted (MAMS, exact) instead of unadjusted MCLMC.
         seed: seeds the sampler's generators and the initialisation (global RNG states are
