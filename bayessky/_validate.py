@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import math
+import os
+import stat
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["as_count", "as_tensor", "check_device", "check_map", "check_finite", "check_range", "check_mask",
-           "check_positive", "device_dtype", "unbatched"]
+__all__ = ["as_count", "as_tensor", "available_memory", "check_device", "check_map", "check_finite",
+           "check_memory", "check_range", "check_mask", "check_positive", "check_regular_file", "check_seed",
+           "device_dtype", "unbatched", "SEED_MAX"]
+
+#: the largest seed every generator bayessky seeds accepts (numpy's legacy seeding, pyro.set_rng_seed)
+SEED_MAX = 2**32 - 1
+#: the share of the available memory one allocation may ask for: the rest is the interpreter's,
+#: the intermediate arrays' and the other processes'
+MEMORY_FRACTION = 0.8
 
 
 def as_tensor(
@@ -175,3 +184,83 @@ def device_dtype(*sources, device=None, dtype: torch.dtype | None = None) -> tup
     if dtype is None:
         dtype = ref.dtype if ref is not None else torch.get_default_dtype()
     return device, dtype
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """An integer seed in [0, 2**32 - 1]: numpy and pyro refuse others deep inside, without the name."""
+    if (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer))
+            or not 0 <= seed <= SEED_MAX):
+        raise ValueError(f"{name}: expected an integer in [0, 2**32 - 1], got {seed!r}")
+    return int(seed)
+
+
+def available_memory() -> int:
+    """Bytes this process may still allocate: the kernel's MemAvailable (Linux), else the physical
+    memory, capped by an address-space limit (``ulimit -v``) when one is set."""
+    avail = None
+    try:
+        with open("/proc/meminfo", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, OSError, ValueError):  # pragma: no cover - non-POSIX
+            avail = 2**63 - 1
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit not in (resource.RLIM_INFINITY, -1) and limit > 0:
+            avail = min(avail, limit)
+    except (ImportError, OSError, ValueError):  # pragma: no cover - non-POSIX
+        pass
+    return int(avail)
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.3g} GB"
+
+
+def check_memory(n_bytes, name: str, budget: int | None = None) -> int:
+    """Refuse an allocation of ``n_bytes`` before it is made when it exceeds ``budget`` (default: a
+    share of :func:`available_memory`).
+
+    Why: torch and numpy fail on such sizes with allocator messages that name no argument, or
+    worse, succeed on overcommitted memory and make the machine swap for hours.
+    """
+    n_bytes = int(n_bytes)
+    if budget is None:
+        budget = int(MEMORY_FRACTION * available_memory())
+    if n_bytes > budget:
+        raise ValueError(f"{name}: needs about {_gb(n_bytes)} of memory, more than the {_gb(budget)} "
+                         "available; choose a smaller size")
+    return n_bytes
+
+
+def check_regular_file(path, name: str) -> str:
+    """``path`` as a string, refused unless it is an existing regular file (symlinks followed).
+
+    Why a stat before the open: reading a FIFO blocks until a writer appears, and a device
+    (``/dev/zero`` named ``maps.fits``) streams forever; neither is data.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name}: expected a file path, got {type(path).__name__} {path!r}")
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{name}: no such file {path!r}") from None
+    except OSError as err:
+        raise ValueError(f"{name}: cannot read {path!r} ({err.strerror or type(err).__name__})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"{name}: {path!r} is a folder, expected a file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
+                or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a file")
+        raise ValueError(f"{name}: {path!r} is {kind}, expected a regular file")
+    return path

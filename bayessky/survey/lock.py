@@ -26,7 +26,15 @@ def out_lock(out: str | os.PathLike, flag: str = "--out"):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        # O_NOFOLLOW: a symlink planted as the lock file must not make the run create or open a
+        # file outside --out
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError:
+        if os.path.islink(path):
+            raise SurveyError(f"{flag}: {str(path)!r} is a symlink; remove it (bayessky follows no "
+                              "links when writing)") from None
+        raise
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
