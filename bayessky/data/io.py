@@ -22,14 +22,10 @@ _FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
 
 
 def _exists(path, name: str) -> str:
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{name}: expected a file path, got {type(path).__name__} {path!r}")
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{name}: no such file {path!r}")
-    if os.path.isdir(path):
-        raise ValueError(f"{name}: {path!r} is a folder, expected a file")
-    return path
+    # a regular file only: a FIFO or a device would block or stream forever in the readers
+    from .._validate import check_regular_file
+
+    return check_regular_file(path, name)
 
 
 def check_map_array(
@@ -112,32 +108,46 @@ def _load_npz(path: str, key: str | None, name: str) -> np.ndarray:
 
 
 def _load_fits_image(path: str, key, name: str) -> np.ndarray:
+    import warnings
+
+    # astropy reads a truncated file's header, warns on stderr, then fails to reshape the short data
+    # ("cannot reshape array of size 15"): the warnings are kept to report the truncation, the cause
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return _read_fits_image(path, key, name)
+        except (OSError, ValueError, TypeError, IndexError) as err:
+            if str(err).startswith(f"{name}: "):
+                raise
+            trunc = [w for w in caught if "truncated" in str(w.message)]
+            why = str(trunc[0].message) if trunc else (str(err).splitlines() or [type(err).__name__])[0]
+            raise ValueError(f"{name}: cannot read {path!r} as FITS ({why})") from None
+
+
+def _read_fits_image(path: str, key, name: str) -> np.ndarray:
     from astropy.io import fits
 
-    try:
-        with fits.open(path, memmap=False) as hdul:
-            if key is not None:
-                try:
-                    hdu = hdul[int(key) if str(key).lstrip("-").isdigit() else key]
-                except (KeyError, IndexError):
-                    names = [h.name for h in hdul]
-                    raise ValueError(f"{name}: HDU {key!r} not in {path!r} (HDUs: {names})") from None
-                candidates = [hdu]
-            else:
-                candidates = [h for h in hdul if getattr(h, "is_image", False) and h.data is not None
-                              and h.data.ndim >= 2]
-            if not candidates:
-                if any(str(h.header.get("PIXTYPE", "")).upper() == "HEALPIX" for h in hdul):
-                    raise ValueError(f"{name}: {path!r} is a HEALPix map, not an image; use load_healpix "
-                                     "and cut flat patches")
-                raise ValueError(f"{name}: {path!r} has no 2-D or 3-D image HDU")
-            hdu = candidates[0]
-            if not getattr(hdu, "is_image", False) or hdu.data is None:
-                raise ValueError(f"{name}: HDU {key!r} of {path!r} is not an image")
-            # FITS is big-endian; a native-endian copy keeps torch.from_numpy working
-            return np.asarray(hdu.data).astype(hdu.data.dtype.newbyteorder("="), copy=True)
-    except OSError as err:
-        raise ValueError(f"{name}: cannot read {path!r} as FITS ({str(err).splitlines()[0]})") from None
+    with fits.open(path, memmap=False) as hdul:
+        if key is not None:
+            try:
+                hdu = hdul[int(key) if str(key).lstrip("-").isdigit() else key]
+            except (KeyError, IndexError):
+                names = [h.name for h in hdul]
+                raise ValueError(f"{name}: HDU {key!r} not in {path!r} (HDUs: {names})") from None
+            candidates = [hdu]
+        else:
+            candidates = [h for h in hdul if getattr(h, "is_image", False) and h.data is not None
+                          and h.data.ndim >= 2]
+        if not candidates:
+            if any(str(h.header.get("PIXTYPE", "")).upper() == "HEALPIX" for h in hdul):
+                raise ValueError(f"{name}: {path!r} is a HEALPix map, not an image; use load_healpix "
+                                 "and cut flat patches")
+            raise ValueError(f"{name}: {path!r} has no 2-D or 3-D image HDU")
+        hdu = candidates[0]
+        if not getattr(hdu, "is_image", False) or hdu.data is None:
+            raise ValueError(f"{name}: HDU {key!r} of {path!r} is not an image")
+        # FITS is big-endian; a native-endian copy keeps torch.from_numpy working
+        return np.asarray(hdu.data).astype(hdu.data.dtype.newbyteorder("="), copy=True)
 
 
 def load_maps(

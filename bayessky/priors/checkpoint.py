@@ -81,8 +81,9 @@ class Checkpoint(NamedTuple):
 # -- safetensors reading with clear refusals --------------------------------------------------------
 def _sniff(path: Path, name: str) -> tuple[dict, int]:
     """Validate the container before parsing; returns (header, header_length)."""
-    if not path.exists():
-        raise FileNotFoundError(f"{name}: no such file {str(path)!r}")
+    from .._validate import check_regular_file
+
+    check_regular_file(path, name)  # a FIFO or a device under the weights' name would block the read
     size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(8)

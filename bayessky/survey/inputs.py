@@ -56,6 +56,16 @@ def _read(path: str | Path, flag: str, key: str | None = None, mmap: bool = True
     return arr
 
 
+def _regular(path, flag: str) -> None:
+    """A regular file (a FIFO would block the read), as a SurveyError naming the flag."""
+    from .._validate import check_regular_file
+
+    try:
+        check_regular_file(path, flag)
+    except (OSError, ValueError) as err:
+        raise SurveyError(str(err)) from None
+
+
 def _per_map(arr: np.ndarray, flag: str, n: int, map_shape: tuple) -> bool:
     """Whether ``arr`` is a stack of one per map (True) or one shared by all (False); else an error."""
     shared = (map_shape, map_shape[-2:])
@@ -186,8 +196,7 @@ def load_inputs(data: str, *, mask: str | None = None, noise: str | None = None,
 def _from_manifest(path: Path, map_shape: tuple | None) -> SurveyInputs:
     """One map per row of a CSV with columns data, [mask], [noise], [truth columns...]."""
     flag = f"--data {path.name}"
-    if not path.is_file():
-        raise SurveyError(f"--data: no such file {str(path)!r}")
+    _regular(path, "--data")
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
         columns = list(rows[0]) if rows else []

@@ -40,8 +40,12 @@ def load_slurm_config(path: str | Path) -> dict:
     """Read and validate the config file; returns ``{"kwargs": SLURMCluster kwargs, "jobs": n}``."""
     path = Path(path)
     flag = f"--cluster-config {path.name}"
-    if not path.is_file():
-        raise SurveyError(f"--cluster-config: no such file {str(path)!r}")
+    from .._validate import check_regular_file
+
+    try:
+        check_regular_file(path, "--cluster-config")  # a FIFO would block the read
+    except (OSError, ValueError) as err:
+        raise SurveyError(str(err)) from None
     text = path.read_text()
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
