@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import check_positive
+from .._validate import check_memory, check_positive
 
 __all__ = ["SETS", "VERSION", "sample", "render"]
 
@@ -54,6 +54,11 @@ def render(centres: np.ndarray, amplitudes: np.ndarray, size: int, sigma: float 
     gy, gx = prof[:, :, 0], prof[:, :, 1]                      # (n, K, size)
     # separable profiles: image = (a * gy)^T gx, one (size, K) x (K, size) product per image
     return np.einsum("nky,nkx->nyx", amplitudes[..., None] * gy, gx, optimize=True)
+
+
+#: bytes per pixel :func:`sample` holds at its peak for the images (float64, with einsum's buffers),
+#: checked against the available memory before anything is drawn
+PEAK_BYTES_PER_PIXEL = 32
 
 
 def sample(
@@ -93,6 +98,8 @@ def sample(
         raise ValueError(f"n_maps: expected >= 1, got {n_maps}")
     if size < 2:
         raise ValueError(f"size: expected >= 2, got {size}")
+    # the images, and the per-blob profiles (n_maps, n_blobs, 2, size) of :func:`render`
+    check_memory(n_maps * (PEAK_BYTES_PER_PIXEL * size * size + 32 * max(n_blobs, 0) * size), "n_maps/size")
     if rule is None:
         if n_blobs not in SETS:
             raise ValueError(f"n_blobs: expected one of {sorted(SETS)} (or pass rule=), got {n_blobs}")

@@ -18,7 +18,7 @@ import numpy as np
 import pyro
 import torch
 
-from .._validate import as_tensor, check_map, check_mask, check_positive
+from .._validate import as_tensor, check_map, check_mask, check_memory, check_positive
 from ..distributions.grf import GaussianRandomField
 from ..distributions.likelihoods import MapNormal
 from ..sky import operators as _ops
@@ -35,6 +35,11 @@ SLOPE = -1.4          # S_g ~ (kappa^2 + 4)^SLOPE
 AMPLITUDE = 0.8       # I = exp(AMPLITUDE g - OFFSET)
 OFFSET = 0.32         # = AMPLITUDE^2 / 2: E[I] = exp(-OFFSET + AMPLITUDE^2 / 2) = 1 at unit variance
 NOISE_SIGMA = 0.05
+
+
+#: bytes per pixel :func:`sample` holds at its peak (float64 noise, complex128 FFTs, g, I), checked
+#: against the available memory before anything is drawn
+PEAK_BYTES_PER_PIXEL = 72
 
 
 def _check_n(n) -> int:
@@ -107,6 +112,7 @@ def sample(n_maps: int, size: int = 64, seed=None, return_g: bool = False):
     if n_maps < 1:
         raise ValueError(f"n_maps: expected >= 1, got {n_maps}")
     size = _check_n(size)
+    check_memory(PEAK_BYTES_PER_PIXEL * n_maps * size * size, "n_maps/size")
     if isinstance(seed, torch.Generator):
         w = torch.randn((n_maps, size, size), generator=seed, dtype=torch.float64, device=seed.device)
         s = torch.as_tensor(spectrum(size), device=w.device)

@@ -44,7 +44,7 @@ import numpy as np
 import pyro.distributions as dist
 import torch
 
-from .._validate import as_tensor, check_map, check_positive
+from .._validate import as_tensor, check_map, check_memory, check_positive
 from ..distributions.grf import GaussianRandomField
 from ..sky.geometry import rfft_weights
 
@@ -55,6 +55,9 @@ __all__ = [
 
 VERSION = "hi-toy-v1"
 prior_bounds = {"Omega_m": (0.1, 0.5), "sigma_8": (0.6, 1.0)}
+#: bytes per pixel :func:`sample` holds at its peak (float64 noise, two complex128 FFTs, the spectrum,
+#: g and the maps): checked against the available memory before anything is drawn
+PEAK_BYTES_PER_PIXEL = 72
 
 BOX = 25.0          # Mpc/h
 H = 0.6711          # Gamma = Omega_m * h
@@ -192,6 +195,7 @@ def sample(n_maps: int, omega_m, sigma_8, size: int = 64, seed=None, box: float 
     if n_maps < 1:
         raise ValueError(f"n_maps: expected >= 1, got {n_maps}")
     size = _check_n(size)
+    check_memory(PEAK_BYTES_PER_PIXEL * n_maps * size * size, "n_maps/size")
     om, s8 = _params(omega_m, sigma_8)
     for name, p in (("omega_m", om), ("sigma_8", s8)):
         if p.ndim > 1 or (p.ndim == 1 and len(p) not in (1, n_maps)):

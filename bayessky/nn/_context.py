@@ -15,9 +15,13 @@ __all__ = ["register_bounds", "scale", "as_context", "per_sample"]
 def register_bounds(module: nn.Module, dim: int, low: Sequence[float] | None,
                     high: Sequence[float] | None) -> None:
     """Store ``context_low`` / ``context_high`` (d,) buffers (default [-1, 1]: no scaling)."""
-    dt = torch.get_default_dtype()
-    lo = torch.full((dim,), -1.0, dtype=dt) if low is None else torch.as_tensor(low, dtype=dt).reshape(-1)
-    hi = torch.full((dim,), 1.0, dtype=dt) if high is None else torch.as_tensor(high, dtype=dt).reshape(-1)
+    # on the CPU whatever the default device: the check below reads the values, which a network
+    # built on the meta device (nn.registry.count_parameters) does not have
+    dt, cpu = torch.get_default_dtype(), torch.device("cpu")
+    lo = (torch.full((dim,), -1.0, dtype=dt, device=cpu) if low is None
+          else torch.as_tensor(low, dtype=dt, device=cpu).reshape(-1))
+    hi = (torch.full((dim,), 1.0, dtype=dt, device=cpu) if high is None
+          else torch.as_tensor(high, dtype=dt, device=cpu).reshape(-1))
     if lo.shape != (dim,) or hi.shape != (dim,):
         raise ValueError(f"context_low/context_high: expected {dim} values each, got {lo.tolist()} "
                          f"and {hi.tolist()}")

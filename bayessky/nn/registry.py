@@ -28,7 +28,10 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["NetworkSpec", "NETWORKS", "build_network", "register_network", "network_spec", "accepts"]
+from .._validate import check_memory
+
+__all__ = ["NetworkSpec", "NETWORKS", "build_network", "register_network", "network_spec", "accepts",
+           "count_parameters", "check_parameters"]
 
 OBJECTIVES = ("nll", "elbo", "wgan-gp")
 
@@ -133,6 +136,35 @@ def network_class(kind: str, architecture: dict | None = None) -> Callable:
     return _resolve(targets[0], kind)
 
 
+def count_parameters(cls, architecture: dict) -> int | None:
+    """The number of parameters (and buffers) ``cls(**architecture)`` would hold, found by building
+    it on torch's ``meta`` device, which allocates nothing; None when the class cannot be built
+    there (an initialisation that computes on its tensors)."""
+    try:
+        with torch.device("meta"):
+            net = cls(**architecture)
+    except TypeError:
+        raise
+    except Exception:  # noqa: BLE001 -- no estimate; the real build then reports its own error
+        return None
+    if not isinstance(net, torch.nn.Module):
+        return None
+    return sum(t.numel() for t in net.parameters()) + sum(t.numel() for t in net.buffers())
+
+
+def check_parameters(cls, architecture: dict, budget: int | None = None) -> int | None:
+    """Refuse an architecture whose network would not fit in memory before building it (a card
+    asking for hidden=200000 is 160 GB of weights, which torch would try to allocate)."""
+    n = count_parameters(cls, architecture)
+    if n is not None:
+        # float32 weights, their gradients and two Adam moments: what training holds
+        try:
+            check_memory(16 * n, "architecture", budget)
+        except ValueError as err:
+            raise ValueError(f"architecture: {n:.3g} parameters {str(err).partition(': ')[2]}") from None
+    return n
+
+
 def build_network(kind: str, architecture: dict) -> torch.nn.Module:
     """Instantiate the network of ``kind`` from its card ``architecture`` (constructor kwargs).
 
@@ -147,6 +179,7 @@ def build_network(kind: str, architecture: dict) -> torch.nn.Module:
     cls = network_class(kind, architecture)
     name = getattr(cls, "__name__", repr(cls))
     try:
+        check_parameters(cls, architecture)
         net = cls(**architecture)
     except TypeError as err:
         raise ValueError(f"architecture: {name}(...) refused the card's arguments "

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .._validate import as_count, as_tensor, check_finite, check_map, check_positive
+from .._validate import as_count, as_tensor, check_finite, check_map, check_memory, check_positive
 
 __all__ = ["FlatGeometry", "fft2", "ifft2", "rfft2", "irfft2", "hartley2", "rfft_weights", "ARCMIN", "DEGREE"]
 
@@ -123,6 +123,8 @@ class FlatGeometry:
 
     def __init__(self, n: int | tuple[int, int], pixel_size: float, unit: str = "arcmin"):
         shape = _grid_shape(n, "n", min_side=2)
+        # one complex128 Fourier grid of this shape is the least any operator on it allocates
+        check_memory(16 * shape[0] * shape[1], "n")
         if isinstance(pixel_size, (bool, str, bytes)) or np.ndim(pixel_size) != 0:
             raise TypeError(f"pixel_size: expected a real number, got {type(pixel_size).__name__} "
                             f"{pixel_size!r}")
