@@ -40,6 +40,13 @@ def resolve_init(name: str, strategy, model: Callable, args, kwargs,
     engine itself it is its default start (``"median"``), so a script whose defaults ask NUTS to
     start at the MAP also runs with ``--engine map``.
     """
+    # every engine resolves its start here, so this is where a model with nothing to infer is
+    # refused by name (Pyro's NUTS otherwise ends in a bare StopIteration, emcee in torch.cat)
+    with explain_data_errors(name, model, args):
+        info = info or model_info(model, args, kwargs)
+    if not info.latent:
+        raise ValueError(f"{name}: the model has no latent sample sites (every site is observed); "
+                         "nothing to infer")
     if isinstance(strategy, str) and strategy == "map":
         if name == "map":
             strategy = "median"

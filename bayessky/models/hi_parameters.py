@@ -112,6 +112,13 @@ def model(data: torch.Tensor, flow: str = "hi-cglow-32", likelihood: str = "flow
 def grid(grid_size: int = 40) -> dict[str, torch.Tensor]:
     """Cell centres of a ``grid_size`` x ``grid_size`` grid over :data:`BOUNDS` (float64), for the grid
     engine."""
+    from .._validate import as_count, check_memory
+
+    grid_size = as_count(grid_size, "grid_size")
+    if grid_size < 1:
+        raise ValueError(f"grid_size: expected an integer >= 1, got {grid_size}")
+    # the grid engine holds a log density per point and map: refuse a grid that cannot fit
+    check_memory(8 * 4 * grid_size ** len(BOUNDS), "grid_size")
     axes = {}
     for name, (lo, hi) in BOUNDS.items():
         step = (hi - lo) / grid_size

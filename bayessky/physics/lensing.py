@@ -52,9 +52,13 @@ from ..sky.geometry import FlatGeometry, irfft2, rfft2
 __all__ = ["lens", "deflection", "remap"]
 
 
-def _check_geometry(geometry) -> FlatGeometry:
+def _check_geometry(geometry, sky: bool = False) -> FlatGeometry:
     if not isinstance(geometry, FlatGeometry):
         raise TypeError(f"geometry: expected a FlatGeometry, got {type(geometry).__name__}")
+    if sky and not geometry.is_sky:
+        # the deflection is the gradient of phi per radian: on a box in Mpc/h it would be a
+        # displacement in Mpc/h read as an angle, silently wrong by orders of magnitude
+        raise ValueError(f"geometry: lensing needs an angular (sky) geometry, got unit {geometry.unit!r}")
     return geometry
 
 
@@ -82,7 +86,7 @@ def deflection(phi: torch.Tensor, geometry: FlatGeometry) -> torch.Tensor:
         >>> tuple(d.shape)
         (3, 2, 64, 64)
     """
-    geometry = _check_geometry(geometry)
+    geometry = _check_geometry(geometry, sky=True)
     phi = check_map(phi, "phi", shape=geometry.shape)
     dtype = _floating(phi)
     phi = phi.to(dtype)
@@ -219,7 +223,7 @@ def lens(f: torch.Tensor, phi: torch.Tensor, geometry: FlatGeometry, *, oversamp
         >>> torch.allclose(lens(f, torch.zeros(32, 32), g), f, atol=1e-5)
         True
     """
-    geometry = _check_geometry(geometry)
+    geometry = _check_geometry(geometry, sky=True)
     f = check_map(f, "f", shape=geometry.shape)
     phi = check_map(phi, "phi", shape=geometry.shape)
     if phi.device != f.device:

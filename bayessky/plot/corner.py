@@ -17,9 +17,19 @@ def scalar_variables(idata, group: str = "posterior") -> list[str]:
     return [v for v in ds.data_vars if ds[v].ndim == 2]
 
 
-def _samples(idata, var_names: Sequence[str]) -> np.ndarray:
+def _samples(idata, var_names: Sequence[str], name: str = "idata") -> np.ndarray:
     post = idata.posterior
-    return np.stack([np.asarray(post[v]).reshape(-1) for v in var_names], axis=-1)
+    for v in var_names:
+        if v in post and post[v].ndim != 2:
+            # flattening a map-shaped variable would pool all its pixels into one histogram
+            raise ValueError(f"var_names: {v!r} has shape {tuple(post[v].shape[2:])} per draw; a corner "
+                             f"plot shows scalar variables only ({scalar_variables(idata) or 'none here'})")
+    x = np.stack([np.asarray(post[v]).reshape(-1) for v in var_names], axis=-1)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        v = var_names[int(np.argmax(bad.any(0)))]
+        raise ValueError(f"{name}: posterior draws of {v!r} contain {int(bad.sum(0).max())} NaN/inf values")
+    return x
 
 
 def corner(
@@ -61,7 +71,7 @@ def corner(
     else:
         truth_list = list(truths) if truths is not None else None
     x = _samples(idata, names)
-    both = x if reference is None else np.concatenate([x, xr := _samples(reference, names)])
+    both = x if reference is None else np.concatenate([x, xr := _samples(reference, names, "reference")])
     lo, hi = both.min(0), both.max(0)
     pad = 0.05 * (hi - lo)
     # A point estimate (MAP: one draw) or a constant variable has no spread, which corner refuses;
