@@ -23,6 +23,7 @@ _EXPORTS = {
     "load_model_or_script": ".model_spec", "load_script": ".model_spec", "model_identity": ".model_spec",
     "noise_option": ".model_spec", "file_sha256": ".model_spec",
     "run_model": ".engine", "run_grid_block": ".engine", "model_kwargs": ".engine", "grid_axes": ".engine",
+    "check_model_runs": ".engine", "describe_error": ".model_spec",
     "JobSpec": ".tasks", "Task": ".tasks", "MapResult": ".tasks", "run_task": ".tasks",
     "make_tasks": ".tasks", "open_client": ".cluster", "cluster_plan": ".cluster",
     "load_slurm_config": ".slurm", "slurm_kwargs": ".slurm",

@@ -9,11 +9,12 @@ evaluation gives every map the same chunks of grid points as a one-map run
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from types import ModuleType
 
 from .errors import SurveyError
 
-__all__ = ["model_kwargs", "run_model", "run_grid_block", "grid_axes"]
+__all__ = ["model_kwargs", "run_model", "run_grid_block", "grid_axes", "check_model_runs"]
 
 
 def model_kwargs(module: ModuleType, options: dict, *, mask=None, noise=None, noise_name: str | None = None,
@@ -46,14 +47,58 @@ def _grid_params(module: ModuleType) -> set[str]:
     return set(inspect.signature(grid).parameters) if callable(grid) else set()
 
 
+def _option_error(module: ModuleType, what: str, options: dict, err: BaseException) -> SurveyError:
+    """A model's failure on the run's options as one line naming them (torch's and numpy's own
+    messages name none), with the line of a user's script that raised."""
+    from .model_spec import describe_error
+
+    packaged = getattr(module, "__name__", "").startswith("bayessky.")
+    where = describe_error(err, None if packaged else getattr(module, "__file__", None))
+    given = ", ".join(f"{k}={v!r}" for k, v in options.items())
+    flag = f"--set {given}" if given else "model"
+    return SurveyError(f"{flag}: {what} failed: {where}")
+
+
 def grid_axes(module: ModuleType, options: dict) -> dict:
     """The script's grid axes (``grid`` a dict, or a function of the options returning one)."""
     grid = getattr(module, "grid", None)
     if callable(grid):
-        grid = grid(**{k: v for k, v in options.items() if k in _grid_params(module)})
+        opts = {k: v for k, v in options.items() if k in _grid_params(module)}
+        try:
+            grid = grid(**opts)
+        except (Exception, SystemExit) as err:  # noqa: BLE001 -- the script's own code: one line
+            raise _option_error(module, "the model's grid(...)", opts, err) from None
     if not grid:
         raise SurveyError("--engine grid: the script defines no 'grid' of parameter axes")
     return grid
+
+
+def check_model_runs(module: ModuleType, data, options: dict, *, mask=None, noise=None,
+                     noise_name: str | None = None) -> None:
+    """Run the model once on ``data`` (a Pyro trace, no inference) before any output exists, so that
+    an option it cannot use (``--set grid_size=abc``, a negative noise) and a model with nothing to
+    infer are the command's one-line errors, not failures recorded for every map. Without options
+    a failure of this run is the data's, left to be recorded for the map that caused it."""
+    import pyro
+    import torch
+
+    like = torch.zeros((), dtype=torch.get_default_dtype())
+    t = torch.as_tensor(data, dtype=like.dtype)
+    kwargs = model_kwargs(module, options, mask=mask, noise=noise, noise_name=noise_name, like=like)
+    given = {k: v for k, v in options.items() if k in kwargs}
+    try:
+        with torch.no_grad(), torch.random.fork_rng(), pyro.poutine.block():
+            tr = pyro.poutine.trace(module.model).get_trace(t, **kwargs)
+    except (Exception, SystemExit) as err:  # noqa: BLE001 -- the script's own code: one line
+        if not given:
+            return
+        raise _option_error(module, "the model", given, err) from None
+    latent = [n for n, site in tr.nodes.items() if site["type"] == "sample" and not site["is_observed"]]
+    if not latent:
+        source = getattr(module, "__file__", None)
+        name = Path(source).name if source else getattr(module, "__name__", "the model")
+        raise SurveyError(f"model: {name} has no latent sample sites (every site is observed); nothing "
+                          "to infer")
 
 
 def run_model(module: ModuleType, data, *, engine: str, options: dict, engine_options: dict, device: str,

@@ -11,7 +11,30 @@ from types import ModuleType
 
 from .errors import SurveyError
 
-__all__ = ["load_script", "load_model_or_script", "model_identity", "noise_option", "file_sha256"]
+__all__ = ["load_script", "load_model_or_script", "model_identity", "noise_option", "file_sha256",
+           "describe_error"]
+
+
+def describe_error(err: BaseException, source: str | Path | None = None) -> str:
+    """``"Type: message (file.py, line N)"`` in one line, where the line is the deepest frame of
+    ``source`` (a user's script) in the traceback: a user finds their own mistake from their own
+    line, not from bayessky's. Without ``source`` in the traceback, no location is added."""
+    import traceback
+
+    text = (str(err).strip().splitlines() or [""])[0]
+    if isinstance(err, SystemExit):
+        text = f"called sys.exit({err.code!r})"
+    head = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    if source is None:
+        return head
+    want = Path(source).resolve()
+    if isinstance(err, SyntaxError) and err.filename and Path(err.filename).resolve() == want:
+        return f"{head} ({want.name}, line {err.lineno})"
+    frames = traceback.extract_tb(err.__traceback__) if err.__traceback__ is not None else []
+    mine = [f for f in frames if f.filename and Path(f.filename).resolve() == want]
+    if mine:
+        head += f" ({want.name}, line {mine[-1].lineno})"
+    return head
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -32,8 +55,10 @@ def load_script(path: str | Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as err:  # a broken user script: report its error in one line
-        raise SurveyError(f"script: {path.name} failed to import: {type(err).__name__}: {err}") from err
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:  # noqa: BLE001 -- a broken user script, sys.exit included: one line
+        raise SurveyError(f"script: {path.name} failed to import: {describe_error(err, path)}") from None
     if not callable(getattr(module, "model", None)):
         raise SurveyError(f"script: {path.name} does not define a function 'model(data, **options)'")
     return module

@@ -18,7 +18,7 @@ import numpy as np
 
 from .engine import run_grid_block, run_model
 from .inputs import MapInput
-from .model_spec import cached_model
+from .model_spec import cached_model, describe_error
 
 __all__ = ["JobSpec", "Task", "MapResult", "run_task", "make_tasks"]
 
@@ -70,9 +70,11 @@ def make_tasks(indices: list[int], block_size: int) -> list[list[int]]:
     return [indices[k:k + block_size] for k in range(0, len(indices), block_size)]
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+def _one_line(err: BaseException, module=None) -> str:
+    """The map's error in one line, with the line of the user's script that raised it (a packaged
+    model's errors are the library's, reported without a location)."""
+    packaged = getattr(module, "__name__", "").startswith("bayessky.")
+    return describe_error(err, None if packaged else getattr(module, "__file__", None))
 
 
 def _same(a, b) -> bool:
@@ -124,8 +126,9 @@ def run_task(job: JobSpec, task: Task) -> list[MapResult]:
                 results[m.index] = MapResult(m.index, idata, seconds=time.perf_counter() - t0)
             except MACHINE_ERRORS:
                 raise
-            except Exception as err:  # noqa: BLE001 -- a map's failure is recorded, the survey goes on
-                results[m.index] = MapResult(m.index, error=_one_line(err), seconds=time.perf_counter() - t0)
+            except (Exception, SystemExit) as err:  # noqa: BLE001 -- a map's failure is recorded; go on
+                results[m.index] = MapResult(m.index, error=_one_line(err, module),
+                                             seconds=time.perf_counter() - t0)
         return [results[i] for i in task.indices]
     finally:
         torch.set_num_threads(previous)
