@@ -52,3 +52,32 @@ def check_out_file(path: str | os.PathLike, flag: str = "--out") -> Path:
                 raise CLIError(f"{flag}: {str(out)!r} is under the file {str(p)!r}; expected a folder there")
             break
     return out
+
+
+def first_missing(path: str | os.PathLike | None) -> Path | None:
+    """The outermost folder a command writing to ``path`` would create (``path`` itself or one of
+    its parents), or None when ``path`` exists or is not given."""
+    if path is None:
+        return None
+    top = None
+    for p in (Path(path), *Path(path).parents):
+        if os.path.lexists(p):
+            break
+        top = p
+    return top
+
+
+def remove_if_empty(top: Path | None) -> None:
+    """After a failed command: remove the folders it created under ``top`` when they hold nothing
+    but other empty folders and the run lock, so a refusal leaves no empty --out behind. Files
+    are kept: a partial result (a training state to resume) is the user's to judge."""
+    if top is None or top.is_symlink() or not top.is_dir():
+        return
+    for dirpath, _dirs, filenames in os.walk(top, topdown=False):
+        here = Path(dirpath)
+        if filenames == [".lock"]:
+            (here / ".lock").unlink(missing_ok=True)
+        try:
+            here.rmdir()  # fails, as it should, on a folder that still holds something
+        except OSError:
+            pass

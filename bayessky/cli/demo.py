@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from ._write import write_csv, write_netcdf
 
@@ -51,10 +50,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import infer, load_prior
+    from ..atomic import atomic_path
     from ..families import hi_toy
     from ..models import hi_parameters
     from ..plot import corner
-    from . import CLIError
+    from . import CLIError, parse_device
+    from ._write import check_out_dir
 
     t0 = time.time()
     box = hi_parameters.BOUNDS
@@ -62,14 +63,30 @@ def run(args: argparse.Namespace) -> int:
     for name, v, (lo, hi) in checks:
         if not lo < v < hi:
             raise CLIError(f"{name}: must lie inside the prior box ({lo}, {hi}), got {v}")
-    prior = load_prior(args.prior, device=args.device)
+    # every flag before any work or output: a bad NUTS flag used to be refused after map.npy and the
+    # grid posteriors were written
+    if args.grid_size < 2:
+        raise CLIError(f"--grid-size: expected an integer >= 2, got {args.grid_size}")
+    for flag, v in (("--nuts-samples", args.nuts_samples), ("--nuts-warmup", args.nuts_warmup)):
+        if v < 0:
+            raise CLIError(f"{flag}: expected an integer >= 0, got {v}")
+    try:
+        hi_parameters.grid(args.grid_size)  # its memory check
+    except ValueError as err:
+        raise CLIError(f"--grid-size: {str(err).partition(': ')[2]}") from None
+    device = parse_device(args.device)
+    out = check_out_dir(args.out)
+    prior = load_prior(args.prior, device=device)
+    if list(prior.context_names or []) != list(axes_names := hi_parameters.BOUNDS):
+        raise CLIError(f"--prior: the demo needs a prior conditioned on {', '.join(axes_names)}, got "
+                       f"{args.prior!r} (context {prior.context_names})")
     size = prior.card.get("data", {}).get("size") or prior.net.architecture["shape"][-1]
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     truth = {"Omega_m": args.omega_m, "sigma_8": args.sigma_8}
     data = torch.as_tensor(hi_toy.sample(1, truth["Omega_m"], truth["sigma_8"], size=size, seed=args.seed)[0],
                            dtype=torch.float32, device=args.device)
-    np.save(out / "map.npy", data.cpu().numpy())
+    with atomic_path(out / "map.npy") as tmp:
+        np.save(tmp, data.cpu().numpy())
     print(f"bayessky demo: simulated a {size}x{size} hi-toy-v1 map at Omega_m={truth['Omega_m']}, "
           f"sigma_8={truth['sigma_8']} (seed {args.seed})")
 

@@ -239,7 +239,7 @@ def _preflight(module, inputs, engine: str, options: dict, noise_name, args) -> 
     """Option, mask and noise errors of the model are the command's (exit 2), not every map's."""
     import torch
 
-    from ..survey import grid_axes, model_kwargs
+    from ..survey import check_model_runs, grid_axes, model_kwargs
 
     if args.noise is not None and noise_name is None:
         raise CLIError(f"--noise: model {args.script!r} declares no NOISE_OPTION (no noise option to set)")
@@ -250,6 +250,11 @@ def _preflight(module, inputs, engine: str, options: dict, noise_name, args) -> 
     model_kwargs(module, options, mask=first.mask, noise=first.noise, noise_name=noise_name, like=like)
     if engine == "grid":
         grid_axes(module, options)
+    for i in range(min(inputs.n, 8)):  # the first readable map; bad maps are recorded, not refused
+        m = inputs.get(i)
+        if m.error is None:
+            check_model_runs(module, m.data, options, mask=m.mask, noise=m.noise, noise_name=noise_name)
+            break
 
 
 def _block_size(args, engine: str, n: int, workers: int) -> int:

@@ -67,6 +67,21 @@ def parse_context(text: str | None, names: list[str] | None) -> list[float] | No
         raise CLIError(f"--context: values must be numbers, got {text!r}") from None
 
 
+def _check_memory(prior, args) -> None:
+    """Every map is kept until the file is written: refuse an --n whose maps cannot fit, before
+    drawing for hours (float32 maps, and np.concatenate's copy of them)."""
+    from .._validate import check_memory
+
+    shape = (prior.card.get("architecture") or {}).get("shape")
+    if isinstance(shape, (list, tuple)) and shape:
+        try:
+            check_memory(2 * 4 * args.n * math.prod(int(s) for s in shape), "--n")
+            prior.check_generate(min(args.n, args.batch_size))
+        except ValueError as err:
+            flag = "--n" if str(err).startswith("--n") else "--batch-size"
+            raise CLIError(f"{flag}: {str(err).partition(': ')[2]}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from ..priors.prior import load_prior
 
@@ -84,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     prior = load_prior(args.prior, device=dev)
     names = prior.context_names
     context = parse_context(args.context, names)
+    _check_memory(prior, args)
 
     torch.manual_seed(args.seed)
     chunks = []

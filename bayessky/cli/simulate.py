@@ -100,6 +100,7 @@ def simulate(args: argparse.Namespace) -> dict[str, np.ndarray]:
         raise CLIError(f"--n: expected >= 1, got {args.n}")
     if args.size is not None and args.size < 2:
         raise CLIError(f"--size: expected >= 2, got {args.size}")
+    _check_memory(args)
     rng = np.random.default_rng(args.seed)
     meta = {"family": args.family, "seed": args.seed, "n": args.n}
     if args.family == "hi-toy":
@@ -113,10 +114,13 @@ def simulate(args: argparse.Namespace) -> dict[str, np.ndarray]:
             om, s8 = hi_toy.sample_prior(args.n, rng)
             meta["parameters"] = "prior"
         else:
-            # S(k) depends on sigma_8^2: a negative value would pass for its absolute value
-            for flag, v in (("--omega-m", args.omega_m), ("--sigma-8", args.sigma_8)):
-                if not (v > 0 and math.isfinite(v)):
-                    raise CLIError(f"{flag}: must be > 0 and finite, got {v}")
+            # the family is specified on its prior box only (S(k) depends on sigma_8^2: a negative
+            # value would even pass for its absolute value)
+            for flag, key, v in (("--omega-m", "Omega_m", args.omega_m),
+                                 ("--sigma-8", "sigma_8", args.sigma_8)):
+                lo, hi = hi_toy.prior_bounds[key]
+                if not (math.isfinite(v) and lo <= v <= hi):
+                    raise CLIError(f"{flag}: expected a value in hi-toy's range [{lo}, {hi}], got {v}")
             om, s8 = np.full(args.n, args.omega_m), np.full(args.n, args.sigma_8)
             meta["parameters"] = "fixed"
         out = {"maps": hi_toy.sample(args.n, om, s8, size=size, seed=rng), "omega_m": om, "sigma_8": s8,
@@ -169,6 +173,21 @@ def simulate(args: argparse.Namespace) -> dict[str, np.ndarray]:
     out.update(family=np.array(args.family), version=np.array(version), seed=np.array(args.seed),
                size=np.array(size), metadata=np.array(json.dumps(meta, sort_keys=True)))
     return out
+
+
+def _check_memory(args) -> None:
+    """The maps' memory against what the machine has, before any is drawn, naming the flags."""
+    from .._validate import check_memory
+    from ..families import blobs, dust_toy, hi_toy
+
+    size = args.size or (128 if args.family == "blobs" else 64)
+    per_pixel = {"hi-toy": hi_toy, "blobs": blobs}.get(args.family, dust_toy).PEAK_BYTES_PER_PIXEL
+    if args.family == "cmb-lensing":  # several fields (f, phi, lensed, dust) and one map per channel
+        per_pixel *= 2 * len(_floats(args.frequencies, "--frequencies") or (90, 150, 220)) + 8
+    try:
+        check_memory(per_pixel * args.n * size * size, "--n/--size")
+    except ValueError as err:
+        raise CLIError(str(err)) from None
 
 
 def _floats(text, flag: str):

@@ -432,6 +432,10 @@ def run(args: argparse.Namespace) -> int:
     out = check_out_dir(args.out)  # a file in its place or among its parents
     if not args.resume and (out / "state.safetensors").exists():
         raise CLIError(f"--out: {str(out)!r} holds a training run; pass --resume or choose another folder")
+    if args.resume and not (out / "state.safetensors").is_file():
+        # training from scratch under --resume would pass a fresh run off as a continued one
+        raise CLIError(f"--resume: {str(out)!r} holds no saved training state (state.safetensors); "
+                       "leave out --resume to start a new run")
     if args.nproc is not None and world > 1:
         return _launch(args)
     dist = torch.distributed
@@ -478,7 +482,12 @@ def _run(args, spec, device, out, group) -> int:
         raise CLIError(str(err)) from None
     arch = _architecture(args, cls, shape, len(cols), low, high, periodic=not d.cut)
     torch.manual_seed(args.seed)  # network initialisation
-    net = build_network(args.kind, arch).to(device)
+    try:
+        net = build_network(args.kind, arch).to(device)
+    except ValueError as err:  # e.g. a network too large for memory: name the flags that sized it
+        given = [f for f, v in (("--levels", args.levels), ("--steps", args.steps), ("--hidden", args.hidden),
+                                ("--latent-dim", args.latent_dim), ("--width", args.width)) if v is not None]
+        raise CLIError(f"{'/'.join(given) or '--size'}: {err}") from None
     arch = dict(getattr(net, "architecture", None) or arch)
     card = _card(args, d, arch, transform, tnames, shape, (ctx_names, low, high), splits)
     augment = _augment(args, d.cut, shape[-1] == shape[-2])
