@@ -24,6 +24,27 @@ class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors ('--n abc', an unknown flag) as the one line every bayessky error is,
+    without the usage block; the sub-command parsers inherit this class."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message.splitlines()[0] if message else 'invalid arguments'}",
+              file=sys.stderr)
+        sys.exit(2)
+
+
+def _check_common(args) -> None:
+    """Flags several commands share, checked once here before any command runs."""
+    from .._validate import check_seed
+
+    if getattr(args, "seed", None) is not None:
+        try:
+            check_seed(args.seed, "--seed")  # numpy's own error names no argument
+        except ValueError as err:
+            raise CLIError(str(err)) from None
+
+
 def parse_device(text: str):
     """``--device`` as a torch.device that exists here (torch's own errors are tracebacks)."""
     from .._validate import check_device
@@ -35,7 +56,7 @@ def parse_device(text: str):
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bayessky",
         description="Field-level Bayesian inference on cosmological maps with deep generative priors.",
     )
@@ -63,10 +84,24 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_missing", None):
         print(f"bayessky {args._missing}: not available in this build yet", file=sys.stderr)
         return 2
+    from ._write import first_missing, remove_if_empty
+
+    created = first_missing(getattr(args, "out", None))  # removed again if the command fails empty
+    status = 2
     try:
-        return int(args.func(args) or 0)
+        _check_common(args)
+        status = int(args.func(args) or 0)
+        return status
     except CLIError as err:
         print(f"bayessky {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except MemoryError as err:
+        # a size no check foresaw: one line, not a traceback (the process can still print)
+        print(f"bayessky {args.command}: error: out of memory{f' ({err})' if str(err) else ''}; "
+              "choose smaller sizes", file=sys.stderr)
+        return 2
+    except RecursionError as err:
+        print(f"bayessky {args.command}: error: RecursionError: {err}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, FileNotFoundError, KeyError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -78,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {err.filename!r}" if getattr(err, "filename", None) else ""
         print(f"bayessky {args.command}: error: {err.strerror or type(err).__name__}{where}", file=sys.stderr)
         return 2
+    finally:
+        if status != 0:
+            remove_if_empty(created)
 
 
 if __name__ == "__main__":
