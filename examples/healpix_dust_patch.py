@@ -78,6 +78,7 @@ def main(argv=None) -> dict:
     p.add_argument("--noise", type=float, default=0.05, help="noise rms per HEALPix pixel")
     p.add_argument("--fraction", type=float, default=0.08, help="masked fraction around the patch")
     p.add_argument("--engine", default="map", choices=["map", "nuts"])
+    p.add_argument("--steps", type=int, default=1000, help="MAP optimisation steps (--engine map)")
     p.add_argument("--num-samples", type=int, default=300)
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--seed", type=int, default=2024)
@@ -117,7 +118,7 @@ def main(argv=None) -> dict:
     )
     t1 = time.perf_counter()
     if args.engine == "map":
-        idata = infer.map(script.model, d, steps=1000, seed=args.seed, **opts)
+        idata = infer.map(script.model, d, steps=args.steps, seed=args.seed, **opts)
     else:
         idata = infer.nuts(
             script.model,

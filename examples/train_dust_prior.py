@@ -52,6 +52,19 @@ SEEDS = {"train": 11_000, "val": 12_000, "test": 13_000, "check": 14_000}  # ben
 THRESHOLDS_G = np.linspace(-2.0, 2.5, 10)  # Minkowski thresholds in units of the Gaussian g
 
 
+def device_or_exit(parser: argparse.ArgumentParser, text: str) -> torch.device:
+    """``--device`` as a device this machine has, else one line on stderr and exit status 2 (torch
+    would fail later, deep in a kernel launch, with a traceback)."""
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        dev = None
+    if dev is None or (dev.type == "cuda" and not torch.cuda.is_available()):
+        why = "no CUDA device on this machine" if dev is not None else "unknown device"
+        parser.exit(2, f"{parser.prog}: error: --device {text}: {why}; use --device cpu\n")
+    return dev
+
+
 def draw(n: int, size: int, seed: int, family: str = "dust", n_blobs: int = 50) -> torch.Tensor:
     """n maps (n, 1, size, size), float32, in chunks of 2000 per seed: dust-toy-v1 intensities or
     seed-003 blob images (unit amplitudes, sigma 2 px, not rescaled: the 50-blob rule)."""
@@ -290,13 +303,13 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    dev = device_or_exit(p, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     from bayessky.nn import Glow
 
     torch.manual_seed(args.seed)
-    dev = torch.device(args.device)
     out = Path(args.out)
     t0 = time.time()
     dust = args.family == "dust"

@@ -48,6 +48,19 @@ def draw(n: int, size: int, seed: int, device) -> tuple[torch.Tensor, torch.Tens
     return maps, torch.as_tensor(np.stack([om, s8], -1), dtype=torch.float32, device=device)
 
 
+def device_or_exit(parser: argparse.ArgumentParser, text: str) -> torch.device:
+    """``--device`` as a device this machine has, else one line on stderr and exit status 2 (torch
+    would fail later, deep in a kernel launch, with a traceback)."""
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        dev = None
+    if dev is None or (dev.type == "cuda" and not torch.cuda.is_available()):
+        why = "no CUDA device on this machine" if dev is not None else "unknown device"
+        parser.exit(2, f"{parser.prog}: error: --device {text}: {why}; use --device cpu\n")
+    return dev
+
+
 def build(kind: str, size: int, args):
     from bayessky import nn as bnn
 
@@ -86,9 +99,9 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    dev = device_or_exit(p, args.device)
 
     torch.manual_seed(args.seed)
-    dev = torch.device(args.device)
     t0 = time.time()
     x, c = draw(args.n_train, args.size, SEEDS["train"], dev)
     xv, cv = draw(args.n_val, args.size, SEEDS["val"], dev)
