@@ -57,6 +57,7 @@ def work(tmp_path_factory) -> Path:
     w = tmp_path_factory.mktemp("hostile")
     rng = np.random.default_rng(0)
     np.save(w / "maps.npy", rng.lognormal(size=(3, 32, 32)).astype(np.float32))
+    np.save(w / "one.npy", np.load(w / "maps.npy")[0])
     np.save(w / "mask2.npy", np.full((32, 32), 2.0))
     np.save(w / "empty.npy", np.zeros((0, 32, 32)))
     np.save(w / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
@@ -377,3 +378,83 @@ def test_prior_generate_refuses_before_allocating():
 def test_count_of_hostile_inputs():
     """The issue asks for at least 80 rows across the CLI and the Python API."""
     assert len(CLI) + len(API_IDS) >= 80
+
+
+# -- symlinks planted in --out under the names bayessky writes ----------------------------------------
+def _plant(out: Path, names, victim: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        (out / n).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(victim, out / n)
+
+
+def _check_links_replaced(out: Path, names, victim: Path, text: str) -> None:
+    assert victim.read_text() == text  # the link's target outside --out is untouched
+    mode = 0o666 & ~_umask()
+    for n in names:
+        p = out / n
+        if p.exists() or p.is_symlink():
+            assert not p.is_symlink() and p.is_file(), n
+            assert (p.stat().st_mode & 0o777) == mode, (n, oct(p.stat().st_mode))
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_symlinks_in_out_are_replaced_never_followed(work, tmp_path, capsys):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    # simulate: the .npz and the mask written next to it
+    sim = tmp_path / "sim"
+    _plant(sim, ["x.npz", "x.mask.npy"], victim)
+    assert main(["simulate", "dust-toy", "--n", "1", "--size", "16", "--out", str(sim / "x.npz")]) == 0
+    _check_links_replaced(sim, ["x.npz", "x.mask.npy"], victim, "precious")
+    # run: summary.csv, the combined and per-map posteriors, a corner plot, a per-map record (a
+    # planted run.json is a foreign run, refused: see the atomic test below)
+    out = tmp_path / "run"
+    names = ["summary.csv", "posterior.nc", "corner.png", "records/map_000.json"]
+    _plant(out, names, victim)
+    with deadline(60):
+        rc = main(["run", "hi_parameters", "--data", str(work / "one.npy"), "--engine", "grid", "--set",
+                   "grid_size=4", "--set", "num_samples=50", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    _check_links_replaced(out, names, victim, "precious")
+    # train: the card, the weights, the training state and the history
+    trained = tmp_path / "train"
+    names = ["card.json", "weights.safetensors", "history.json"]
+    _plant(trained, names, victim)
+    with deadline(60):
+        rc = main(["train", "glow", "--data", str(work / "maps.npy"), "--out", str(trained), "--epochs", "1",
+                   "--levels", "1", "--steps", "1", "--hidden", "4", "--val-fraction", "0",
+                   "--test-fraction", "0", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    _check_links_replaced(trained, names, victim, "precious")
+
+
+def test_atomic_writes_replace_a_symlink_and_respect_the_umask(tmp_path):
+    from bayessky.atomic import atomic_path, write_json
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "out"
+    _plant(out, ["run.json", "map.npy"], victim)
+    write_json(out / "run.json", {"a": 1})
+    with atomic_path(out / "map.npy") as tmp:
+        np.save(tmp, np.zeros(3))
+    _check_links_replaced(out, ["run.json", "map.npy"], victim, "precious")
+
+
+def test_a_symlinked_lock_is_refused(work, tmp_path):
+    from bayessky.survey import SurveyError, out_lock
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(victim, out / ".lock")
+    with pytest.raises(SurveyError, match=r"^--out: .* is a symlink"), out_lock(out):
+        pass
+    assert victim.read_text() == "precious"
