@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import sys
 
@@ -55,11 +56,35 @@ def parse_device(text: str):
         raise CLIError(str(err)) from None
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The commands' descriptions as written, and every option's default in its help: appended as
+    ``(default: ...)`` unless the help already says it; options without a default (None) and flags
+    are left as they are."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text.lower() or action.default in (None, argparse.SUPPRESS)
+                or action.nargs == 0 or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+    def _format_action(self, action):
+        # argparse formats no help line for an option without help text: give it its default
+        if (not action.help and action.option_strings and action.nargs != 0
+                and action.default not in (None, argparse.SUPPRESS)):
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
+
+
 def _build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     parser = _Parser(
         prog="bayessky",
         description="Field-level Bayesian inference on cosmological maps with deep generative priors.",
     )
+    parser.add_argument("--version", action="version", version=f"bayessky {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, modname in COMMANDS.items():
         try:
@@ -71,6 +96,9 @@ def _build_parser() -> argparse.ArgumentParser:
             p.set_defaults(_missing=name)
             continue
         mod.add_parser(sub)
+    for name, p in sub.choices.items():  # every command's --help shows its defaults
+        if name in COMMANDS:
+            p.formatter_class = HelpFormatter
     return parser
 
 
