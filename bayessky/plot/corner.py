@@ -8,7 +8,21 @@ import numpy as np
 
 from ._save import maybe_save
 
-__all__ = ["corner", "scalar_variables"]
+__all__ = ["LABELS", "corner", "label", "scalar_variables"]
+
+#: how a parameter's name is typeset on axes (matplotlib mathtext, no TeX install needed)
+LABELS: dict[str, str] = {
+    "Omega_m": r"$\Omega_{\rm m}$", "Omega_b": r"$\Omega_{\rm b}$", "sigma_8": r"$\sigma_8$",
+    "S_8": r"$S_8$", "h": r"$h$", "n_s": r"$n_{\rm s}$", "A_s": r"$A_{\rm s}$",
+    "A_SN1": r"$A_{\rm SN1}$", "A_SN2": r"$A_{\rm SN2}$", "A_AGN1": r"$A_{\rm AGN1}$",
+    "A_AGN2": r"$A_{\rm AGN2}$", "A_d": r"$A_{\rm d}$", "beta_d": r"$\beta_{\rm d}$", "T_d": r"$T_{\rm d}$",
+    "tau": r"$\tau$", "r": r"$r$",
+}
+
+
+def label(name: str) -> str:
+    """The axis label of parameter ``name``: :data:`LABELS`, else the name itself."""
+    return LABELS.get(name, name)
 
 
 def scalar_variables(idata, group: str = "posterior") -> list[str]:
@@ -53,12 +67,17 @@ def corner(
         reference: optional second InferenceData (e.g. the exact posterior) drawn in another colour
             on the same axes, so the learned posterior can be judged against it.
         levels: probability mass enclosed by the 2-D contours (68 % and 95 % by default).
+        labels: axis labels in ``var_names`` order (default: :func:`label` of each name).
+        label, reference_label: legend entries of the posterior and the reference.
         out: optional path; the figure is written there.
+
+    A legend names every set of lines drawn: the posterior, the reference and the truths.
 
     Returns:
         matplotlib Figure.
     """
     import corner as _corner
+    from matplotlib.lines import Line2D
 
     names = list(var_names) if var_names is not None else scalar_variables(idata)
     if not names:
@@ -88,7 +107,8 @@ def corner(
     style.update(style_extra)
     style.update(kwargs)
     # equal total weight per sample set, so histograms of different sizes share one y scale
-    fig = _corner.corner(x, labels=labels or names, truths=truth_list, range=ranges,
+    axis_labels = list(labels) if labels else [LABELS.get(v, v) for v in names]  # `label` is an argument
+    fig = _corner.corner(x, labels=axis_labels, truths=truth_list, range=ranges,
                          weights=np.full(len(x), 1.0 / len(x)), color="C0", truth_color="k", **style)
     if reference is not None:
         ref_style = {k: v for k, v in style.items() if k not in ("show_titles", "title_fmt")}
@@ -102,9 +122,11 @@ def corner(
                        if len(line.get_ydata()) > 2), default=None)
             if top:
                 ax.set_ylim(0, 1.1 * top)
-        from matplotlib.lines import Line2D
-
-        fig.legend(handles=[Line2D([], [], color="C0", label=label),
-                            Line2D([], [], color="C1", label=reference_label)],
-                   loc="upper right", frameon=False)
+    handles = [Line2D([], [], color="C0", label=label)]
+    if reference is not None:
+        handles.append(Line2D([], [], color="C1", label=reference_label))
+    if truth_list is not None and any(t is not None for t in truth_list):
+        handles.append(Line2D([], [], color="k", label="truth"))
+    if len(handles) > 1:
+        fig.legend(handles=handles, loc="upper right", frameon=False)
     return maybe_save(fig, out)

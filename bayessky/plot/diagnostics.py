@@ -15,13 +15,23 @@ def _figure_of(axes):
     return np.asarray(axes).ravel()[0].figure
 
 
+def _labeller(names):
+    """ArviZ titles in the corner plot's typesetting (:data:`bayessky.plot.corner.LABELS`)."""
+    from arviz.labels import MapLabeller
+
+    from .corner import label
+
+    return MapLabeller(var_name_map={v: label(v) for v in names})
+
+
 def trace(idata, var_names: Sequence[str] | None = None, out=None):
     """ArviZ trace plot (density and chain traces) of the chosen variables; returns the Figure."""
     import arviz as az
 
     from .corner import scalar_variables
 
-    axes = az.plot_trace(idata, var_names=list(var_names or scalar_variables(idata)))
+    names = list(var_names or scalar_variables(idata))
+    axes = az.plot_trace(idata, var_names=names, labeller=_labeller(names))
     return maybe_save(_figure_of(axes), out)
 
 
@@ -31,5 +41,6 @@ def rank(idata, var_names: Sequence[str] | None = None, out=None):
 
     from .corner import scalar_variables
 
-    axes = az.plot_rank(idata, var_names=list(var_names or scalar_variables(idata)))
+    names = list(var_names or scalar_variables(idata))
+    axes = az.plot_rank(idata, var_names=names, labeller=_labeller(names))
     return maybe_save(_figure_of(axes), out)

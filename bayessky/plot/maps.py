@@ -29,16 +29,20 @@ def _check_finite(x, name: str, where=None) -> None:
         raise ValueError(f"{name}: {int(bad.sum())} non-finite values in{extra} pixels")
 
 
-def posterior_maps(mean, std, data=None, truth=None, mask=None, title: str | None = None,
-                   cmap: str = "viridis", out=None):
-    """Panels of (data, truth, posterior mean, posterior std, residual = mean - truth).
+def posterior_maps(mean, std=None, data=None, truth=None, mask=None, title: str | None = None,
+                   cmap: str = "viridis", units: str | None = None, out=None):
+    """Panels of (data, truth, posterior mean, posterior std, residual = mean - truth), each with a
+    colour bar labelled with ``units``.
 
     Arguments:
-        mean, std: posterior mean and standard deviation maps (H, W).
+        mean, std: posterior mean and standard deviation maps (H, W); ``std=None`` (a MAP point,
+            which has no spread) leaves out the std panel and titles the mean "MAP estimate".
         data: observed map; masked pixels (mask == 0) are greyed out and left out of the colour
             range, so they may hold NaN or sentinel values; observed pixels must be finite.
         truth: true map, when known; adds the truth and residual panels.
         mask: 1 = observed, 0 = masked; its boundary is drawn on every panel.
+        units: the maps' units, e.g. ``"MJy/sr"`` or ``"uK"``; the colour bars say "map units"
+            when not given.
     """
     names = ("mean", "std", "data", "truth", "mask")
     mean, std, data, truth, mask = (_np(x, n) for x, n in zip((mean, std, data, truth, mask), names))
@@ -56,14 +60,15 @@ def posterior_maps(mean, std, data=None, truth=None, mask=None, title: str | Non
         panels.append(("data", d, cmap))
     if truth is not None:
         panels.append(("truth", truth, cmap))
-    panels.append(("posterior mean", mean, cmap))
-    panels.append(("posterior std", std, "magma"))
+    panels.append(("posterior mean" if std is not None else "MAP estimate", mean, cmap))
+    if std is not None:
+        panels.append(("posterior std", std, "magma"))
     if truth is not None:
         panels.append(("mean - truth", mean - truth, "RdBu_r"))
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
-    shared = [p[1] for p in panels if p[0] in ("data", "truth", "posterior mean")]
+    shared = [p[1] for p in panels if p[0] in ("data", "truth", "posterior mean", "MAP estimate")]
     vmin = min(float(np.nanmin(p)) for p in shared)
     vmax = max(float(np.nanmax(p)) for p in shared)
     for ax, (name, img, cm) in zip(axes[0], panels):
@@ -81,7 +86,8 @@ def posterior_maps(mean, std, data=None, truth=None, mask=None, title: str | Non
         ax.set_title(name)
         ax.set_xticks([])
         ax.set_yticks([])
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        bar.set_label(units or "map units")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
