@@ -142,7 +142,14 @@ def _write_outputs(out: Path, idata, data, mask, module, suffix: str, truths=Non
 
     written = [write_netcdf(idata, out / f"posterior{suffix}.nc")]
     scalars = scalar_variables(idata)
-    summary = az.summary(idata, var_names=scalars or None, kind="all") if scalars else None
+    spread, mcmc = _what_draws_know(idata)
+    summary = None
+    if scalars:
+        # columns only where the draws support them: MCMC diagnostics (ess, r_hat, mcse) for MCMC
+        # engines, sd and intervals for any posterior draws, the point alone for a MAP without Laplace
+        summary = az.summary(idata, var_names=scalars, kind="all" if mcmc else "stats")
+        if not spread:
+            summary = summary[["mean"]]
     if scalars and plots:
         import matplotlib.pyplot as plt
 
@@ -160,9 +167,10 @@ def _write_outputs(out: Path, idata, data, mask, module, suffix: str, truths=Non
                 break
     if site is not None and site in post:
         draws = np.asarray(post[site]).reshape(-1, *post[site].shape[2:])
-        mean, std = draws.mean(0), draws.std(0)
-        written += [_save_npy(out / f"map_mean{suffix}.npy", mean),
-                    _save_npy(out / f"map_std{suffix}.npy", std)]
+        mean, std = draws.mean(0), (draws.std(0) if spread else None)
+        written.append(_save_npy(out / f"map_mean{suffix}.npy", mean))
+        if spread:  # a MAP point has no std; zeros would read as certainty
+            written.append(_save_npy(out / f"map_std{suffix}.npy", std))
         if plots:
             import matplotlib.pyplot as plt
 
@@ -179,6 +187,15 @@ def _write_outputs(out: Path, idata, data, mask, module, suffix: str, truths=Non
                 out=out / f"maps{suffix}.png"))
             written.append(out / f"maps{suffix}.png")
     return summary, written
+
+
+def _what_draws_know(idata) -> tuple[bool, bool]:
+    """(the draws carry posterior spread, they are MCMC draws with chains to diagnose): a MAP run
+    without a Laplace approximation is one point; grid, SVI and Laplace draws are independent."""
+    post = idata.posterior
+    spread = post.sizes.get("chain", 1) * post.sizes.get("draw", 1) > 1
+    engine = getattr(idata, "attrs", {}).get("engine") or post.attrs.get("engine")
+    return spread, spread and engine in ("nuts", "hmc", "mclmc", "emcee")
 
 
 def _summary_rows(summary, i: int, truths: dict) -> list[dict]:
