@@ -353,13 +353,12 @@ def main(argv=None) -> None:
     print(f"glow: {n_params / 1e6:.3f} M parameters, latents {net.latent_shapes}", flush=True)
     start = time.time()
 
-    def budget(epoch, record):
+    def report(epoch, record):
         print(
             f"epoch {epoch}: "
             + ", ".join(f"{k} {v:.5g}" for k, v in record.items() if isinstance(v, float)),
             flush=True,
         )
-        return time.time() - start > 60 * args.minutes
 
     card = {
         "kind": "glow",
@@ -394,9 +393,9 @@ def main(argv=None) -> None:
         lr_patience=5,
         early_stopping=25,
         seed=args.seed,
-        progress=False,
+        max_minutes=args.minutes,  # checked between batches, so an epoch longer than --minutes stops too
     )
-    fit(net, y, val=yv, test=yt, config=cfg, augment=augment, out=out, card=card, callback=budget)
+    fit(net, y, val=yv, test=yt, config=cfg, augment=augment, out=out, card=card, callback=report)
     train_s = time.time() - start
 
     # exact NLL of the test maps in the units of I vs the flow's (both include the transform)

@@ -93,11 +93,12 @@ def hardware(device: torch.device) -> dict:
     return info
 
 
-def progress_bar(total: int, initial: int, enabled: bool, desc: str):
+def progress_bar(total: int, initial: int, enabled: bool, desc: str, unit: str = "epoch", leave: bool = True):
+    """A tqdm bar on stderr (elapsed time and ETA of ``total`` ``unit``)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="epoch",
-                file=sys.stderr, dynamic_ncols=True, leave=True)
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit=unit,
+                file=sys.stderr, dynamic_ncols=True, leave=leave)
 
 
 def write_prior(out, model: torch.nn.Module, card, training: dict, metrics: dict, *, n_train: int,

@@ -78,8 +78,13 @@ class TrainConfig:
         early_stopping: stop after this many epochs without improvement (None: never).
         eval_batch_size: maps per forward pass when evaluating.
         seed: seeds shuffling, augmentation and the evaluation noise (VAE).
-        progress: show a tqdm bar on stderr.
+        progress: show tqdm bars on stderr: epochs (with the ETA of the run) and the batches of
+            the current epoch (with the ETA of the epoch).
         restore_best: end with the weights of the best monitored epoch.
+        max_minutes: wall-time budget of this call, checked between batches: once spent, the
+            epoch ends after the current batch (its record has ``partial_epoch``), is evaluated
+            and checkpointed, and training stops. Several processes check it at epoch ends only
+            (every rank must run the same batches).
     """
 
     epochs: int = 100
@@ -96,6 +101,7 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     restore_best: bool = True
+    max_minutes: float | None = None
 
     def __post_init__(self):
         for key in ("epochs", "batch_size", "lr_patience", "eval_batch_size"):
@@ -112,6 +118,8 @@ class TrainConfig:
         if self.early_stopping is not None and self.early_stopping < 1:
             raise ValueError(f"early_stopping: expected a positive patience or None, "
                              f"got {self.early_stopping!r}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"max_minutes: expected a positive number or None, got {self.max_minutes!r}")
         self.betas = tuple(float(b) for b in self.betas)
 
     def to_dict(self) -> dict:
@@ -273,15 +281,25 @@ def fit(
     step = None if group is None else (data_parallel(model, objective, dev), group)
     # ActNorm's data-dependent init (first batch) from the statistics of the global batch
     scope = contextlib.nullcontext() if group is None else actnorm_reduction(group.all_reduce)
+    started = time.perf_counter()
+    deadline = None if cfg.max_minutes is None else started + 60.0 * cfg.max_minutes
+    out_of_time = False
     with scope, contextlib.closing(bar):
         while run.epoch < cfg.epochs and not stop:
             t0 = time.perf_counter()
-            total = _train_epoch(model, train, objective, opt, cfg, gens, augment, (dev, dtype),
-                                 run.epoch + 1, step)
+            batches = progress_bar(-(-n // cfg.batch_size), 0, cfg.progress and writes,
+                                   f"epoch {run.epoch + 1}", unit="batch", leave=False)
+            with contextlib.closing(batches):
+                total, seen = _train_epoch(model, train, objective, opt, cfg, gens, augment, (dev, dtype),
+                                           run.epoch + 1, step, bar=batches,
+                                           deadline=deadline if group is None else None)
             if group is not None:
                 total = group.total(total)
-            record = {"epoch": run.epoch + 1, f"train_{objective.name}_per_map": total / n,
+            record = {"epoch": run.epoch + 1, f"train_{objective.name}_per_map": total / seen,
                       "lr": opt.param_groups[0]["lr"]}
+            if seen < n:
+                record["partial_epoch"] = seen / n
+            out_of_time = deadline is not None and time.perf_counter() >= deadline
             monitor = total / n
             if val is not None:
                 monitor = _evaluate(model, val, objective, cfg, dev, group)
@@ -305,6 +323,8 @@ def fit(
             bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in record.items()
                              if k not in ("epoch", "time_s")})
             if callback is not None and callback(run.epoch, record):
+                break
+            if out_of_time:
                 break
 
     if cfg.restore_best and run.best_state is not None:
@@ -414,8 +434,10 @@ def _shard_loss(step, x: torch.Tensor, c: torch.Tensor | None, n_pix: int):
 
 
 def _train_epoch(model, train: MapData, objective: Objective, opt, cfg: TrainConfig, gens, augment,
-                 where, epoch: int, step=None) -> float:
-    """One pass over ``train`` in shuffled batches (epoch ``epoch``, 1-based); the summed loss.
+                 where, epoch: int, step=None, bar=None, deadline: float | None = None) -> tuple[float, int]:
+    """One pass over ``train`` in shuffled batches (epoch ``epoch``, 1-based); returns the summed
+    loss and the number of maps it covers: all of them, or fewer when ``deadline``
+    (``time.perf_counter()``) passed after a batch. ``bar`` advances by one per batch.
 
     With ``step = (ddp, group)`` every rank draws and augments the same global batch and trains
     on its slice of it (:func:`_shard_loss`); the sum is over this rank's maps only.
@@ -446,4 +468,9 @@ def _train_epoch(model, train: MapData, objective: Objective, opt, cfg: TrainCon
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         total += float(per_map.detach().to(torch.float64).sum())
-    return total
+        seen = min(n, b + cfg.batch_size)
+        if bar is not None:
+            bar.update(1)
+        if deadline is not None and time.perf_counter() >= deadline:
+            return total, seen
+    return total, n
