@@ -41,3 +41,11 @@ def test_posterior_maps_without_std_and_with_units():
     bars = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
     assert bars == ["MJy/sr", "MJy/sr"], bars
     plt.close(fig)
+
+
+def test_corner_with_two_references_has_a_colour_and_a_legend_entry_each():
+    fig = corner(_idata(), reference=[_idata(1), _idata(2)], label="grid",
+                 reference_label=["exact", "NUTS"], truths={"Omega_m": 0.3})
+    texts = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert texts == ["grid", "exact", "NUTS", "truth"], texts
+    plt.close(fig)

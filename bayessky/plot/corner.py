@@ -53,7 +53,7 @@ def corner(
     reference=None,
     levels: Sequence[float] = (0.68, 0.95),
     labels: Sequence[str] | None = None,
-    reference_label: str = "reference",
+    reference_label: str | Sequence[str] = "reference",
     label: str = "posterior",
     out=None,
     **kwargs,
@@ -64,11 +64,12 @@ def corner(
         idata: ``arviz.InferenceData`` with a posterior group.
         var_names: variables to show (default: every scalar variable).
         truths: true values, as a mapping name -> value or a sequence in ``var_names`` order.
-        reference: optional second InferenceData (e.g. the exact posterior) drawn in another colour
-            on the same axes, so the learned posterior can be judged against it.
+        reference: optional InferenceData (e.g. the exact posterior), or a list of them, drawn in
+            other colours on the same axes, so the posterior can be judged against them.
         levels: probability mass enclosed by the 2-D contours (68 % and 95 % by default).
         labels: axis labels in ``var_names`` order (default: :func:`label` of each name).
-        label, reference_label: legend entries of the posterior and the reference.
+        label, reference_label: legend entries of the posterior and the reference(s) (a list for
+            several references).
         out: optional path; the figure is written there.
 
     A legend names every set of lines drawn: the posterior, the reference and the truths.
@@ -90,14 +91,21 @@ def corner(
     else:
         truth_list = list(truths) if truths is not None else None
     x = _samples(idata, names)
-    both = x if reference is None else np.concatenate([x, xr := _samples(reference, names, "reference")])
+    refs = ([] if reference is None else list(reference) if isinstance(reference, (list, tuple))
+            else [reference])
+    ref_labels = [reference_label] if isinstance(reference_label, str) else list(reference_label)
+    ref_labels = ref_labels if refs else []
+    if len(ref_labels) != len(refs):
+        raise ValueError(f"reference_label: {len(ref_labels)} label(s) for {len(refs)} reference(s)")
+    ref_x = [_samples(r, names, "reference") for r in refs]
+    both = np.concatenate([x, *ref_x])
     lo, hi = both.min(0), both.max(0)
     pad = 0.05 * (hi - lo)
     # A point estimate (MAP: one draw) or a constant variable has no spread, which corner refuses;
     # give such axes a width of 10 % of the value (or 0.1) so the point is still drawn.
     flat = hi - lo <= 1e-12 * np.maximum(1.0, np.abs(hi))
     pad = np.where(flat, 0.05 * np.maximum(np.abs(hi), 1.0), pad)
-    ranges = list(zip(lo - pad, hi + pad)) if reference is not None or flat.any() else None
+    ranges = list(zip(lo - pad, hi + pad)) if refs or flat.any() else None
     style_extra = {}
     if len(x) < 2:  # no contours nor smoothing from one draw; corner wants >= as many rows as axes
         style_extra = dict(plot_contours=False, plot_density=False, plot_datapoints=True, smooth=None)
@@ -110,11 +118,12 @@ def corner(
     axis_labels = list(labels) if labels else [LABELS.get(v, v) for v in names]  # `label` is an argument
     fig = _corner.corner(x, labels=axis_labels, truths=truth_list, range=ranges,
                          weights=np.full(len(x), 1.0 / len(x)), color="C0", truth_color="k", **style)
-    if reference is not None:
-        ref_style = {k: v for k, v in style.items() if k not in ("show_titles", "title_fmt")}
-        ref_style.setdefault("plot_density", False)
-        _corner.corner(xr, fig=fig, range=ranges, color="C1",
+    ref_style = {k: v for k, v in style.items() if k not in ("show_titles", "title_fmt")}
+    ref_style.setdefault("plot_density", False)
+    for k, xr in enumerate(ref_x):
+        _corner.corner(xr, fig=fig, range=ranges, color=f"C{k + 1}",
                        weights=np.full(len(xr), 1.0 / len(xr)), **ref_style)
+    if refs:
         n = len(names)
         for i in range(n):  # the second call rescales the diagonal to its own maximum
             ax = fig.axes[i * n + i]
@@ -123,8 +132,7 @@ def corner(
             if top:
                 ax.set_ylim(0, 1.1 * top)
     handles = [Line2D([], [], color="C0", label=label)]
-    if reference is not None:
-        handles.append(Line2D([], [], color="C1", label=reference_label))
+    handles += [Line2D([], [], color=f"C{k + 1}", label=lab) for k, lab in enumerate(ref_labels)]
     if truth_list is not None and any(t is not None for t in truth_list):
         handles.append(Line2D([], [], color="k", label="truth"))
     if len(handles) > 1:
