@@ -30,8 +30,10 @@ def add_parser(sub) -> None:
     p.add_argument("--sigma-8", type=float, default=TRUTH["sigma_8"], help="true sigma_8 in (0.6, 1.0)")
     p.add_argument("--seed", type=int, default=DEMO_SEED)
     p.add_argument("--grid-size", type=int, default=40)
-    p.add_argument("--nuts-samples", type=int, default=200, help="NUTS draws (0 skips NUTS)")
-    p.add_argument("--nuts-warmup", type=int, default=150)
+    p.add_argument("--nuts-samples", type=int, default=None, help="NUTS draws per chain, 0 skips NUTS "
+                   "(default: hi_parameters.DEFAULTS num_samples)")
+    p.add_argument("--nuts-warmup", type=int, default=None,
+                   help="NUTS warm-up per chain (default: hi_parameters.DEFAULTS warmup_steps)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run)
 
@@ -58,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
     from ._write import check_out_dir
 
     t0 = time.time()
+    if args.nuts_samples is None:
+        args.nuts_samples = int(hi_parameters.DEFAULTS["num_samples"])
+    if args.nuts_warmup is None:
+        args.nuts_warmup = int(hi_parameters.DEFAULTS["warmup_steps"])
     box = hi_parameters.BOUNDS
     checks = (("--omega-m", args.omega_m, box["Omega_m"]), ("--sigma-8", args.sigma_8, box["sigma_8"]))
     for name, v, (lo, hi) in checks:
@@ -108,16 +114,18 @@ def run(args: argparse.Namespace) -> int:
 
     if args.nuts_samples > 0:
         t = time.time()
-        # A 0.6 M-parameter flow on one map is overhead-bound: a second torch thread buys nothing and
-        # collapses under load. Start at the grid mean with a dense (2x2) mass matrix, since Omega_m and
-        # sigma_8 are degenerate (measured on the demo map: 0.15 s per iteration vs 0.25 s before).
+        # the packaged model's NUTS settings (hi_parameters.DEFAULTS: fast batched chains, dense
+        # mass), started at the grid's best point, which the grid has already paid for. A 0.6
+        # M-parameter flow on one map is overhead-bound: a second torch thread buys nothing and
+        # collapses under load (the fast backend's chain processes run one thread each).
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        start = {k: _scalar(learned.mean[k]) for k in axes}
+        settings = {k: v for k, v in hi_parameters.DEFAULTS.items() if k != "engine"}
+        settings.update(num_samples=args.nuts_samples, warmup_steps=args.nuts_warmup,
+                        init_strategy={k: _scalar(learned.map_estimate[k]) for k in axes})
         try:
-            nuts = infer.nuts(hi_parameters.model, data, flow=args.prior, num_samples=args.nuts_samples,
-                              warmup_steps=args.nuts_warmup, num_chains=1, seed=args.seed,
-                              init_strategy=start, dense_mass=True, progress_bar=True)
+            nuts = infer.nuts(hi_parameters.model, data, flow=args.prior, seed=args.seed, progress_bar=True,
+                              **settings)
         finally:
             torch.set_num_threads(threads)
         t_nuts = time.time() - t
@@ -128,13 +136,18 @@ def run(args: argparse.Namespace) -> int:
                          "sd": float(s.loc[k, "sd"]), "truth": truth[k],
                          "ess_bulk": float(s.loc[k, "ess_bulk"]),
                          "r_hat": float(s.loc[k, "r_hat"]) if np.isfinite(s.loc[k, "r_hat"]) else None})
-        print(f"NUTS: {args.nuts_samples} draws after {args.nuts_warmup} warm-up in {t_nuts:.1f}s")
+        print(f"NUTS: {settings['num_chains']} chains x {args.nuts_samples} draws after {args.nuts_warmup} "
+              f"warm-up in {t_nuts:.1f}s")
 
     table = pd.DataFrame(rows)
     table["error_in_sd"] = (table["mean"] - table["truth"]) / table["sd"]
     write_csv(table, out / "summary.csv", index=False)
-    corner(idata, var_names=list(axes), truths=truth, reference=exact_idata,
-           label="learned (conditional Glow)", reference_label="exact likelihood", out=out / "corner.png")
+    refs, ref_labels = [exact_idata], ["exact likelihood (grid)"]
+    if args.nuts_samples > 0:
+        refs.append(nuts)
+        ref_labels.append("learned, NUTS")
+    corner(idata, var_names=list(axes), truths=truth, reference=refs,
+           label="learned (conditional Glow), grid", reference_label=ref_labels, out=out / "corner.png")
     print()
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print()
