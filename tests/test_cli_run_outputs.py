@@ -30,3 +30,13 @@ def test_summary_columns_follow_the_engine(tmp_path):
         cols[engine] = set(pd.read_csv(out / "summary.csv").columns)
     assert "mean" in cols["map"] and not cols["map"] & {"sd", "ess_bulk", "r_hat", "mcse_mean"}, cols["map"]
     assert "sd" in cols["grid"] and not cols["grid"] & {"ess_bulk", "r_hat", "mcse_mean"}, cols["grid"]
+
+
+def test_progress_of_a_one_map_grid_run_and_quiet(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", hi_toy.sample(1, 0.3, 0.8, size=16, seed=5))
+    base = ["run", "hi_parameters", "--data", str(tmp_path / "x.npy"), "--engine", "grid",
+            "--set", "likelihood='exact'", "--set", "grid_size=6", "--no-plots"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert "point" in capsys.readouterr().err  # the grid engine's bar over grid points
+    assert main([*base, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert "point" not in capsys.readouterr().err

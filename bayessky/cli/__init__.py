@@ -99,6 +99,8 @@ def _build_parser() -> argparse.ArgumentParser:
     for name, p in sub.choices.items():  # every command's --help shows its defaults
         if name in COMMANDS:
             p.formatter_class = HelpFormatter
+            if "--quiet" not in p._option_string_actions:
+                p.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 

@@ -124,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
         settings.update(num_samples=args.nuts_samples, warmup_steps=args.nuts_warmup,
                         init_strategy={k: _scalar(learned.map_estimate[k]) for k in axes})
         try:
-            nuts = infer.nuts(hi_parameters.model, data, flow=args.prior, seed=args.seed, progress_bar=True,
+            nuts = infer.nuts(hi_parameters.model, data, flow=args.prior, seed=args.seed,
+                              progress_bar=not getattr(args, "quiet", False),
                               **settings)
         finally:
             torch.set_num_threads(threads)

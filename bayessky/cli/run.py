@@ -322,7 +322,9 @@ def run(args: argparse.Namespace) -> int:
                               engine_options=engine_options, options=options, seed=args.seed, n_maps=inputs.n,
                               device=args.device, execution=execution)
     job = JobSpec(model=str(args.script), engine=engine, options=options, engine_options=engine_options,
-                  device=args.device, seed=args.seed, threads=1, noise_name=noise_name)
+                  device=args.device, seed=args.seed, threads=1, noise_name=noise_name,
+                  # the engine's own bar for a single map run here; many maps show the maps bar
+                  progress=not getattr(args, "quiet", False) and inputs.n == 1 and plan is None)
     from tqdm.auto import tqdm
 
     with out_lock(out):
@@ -335,7 +337,8 @@ def run(args: argparse.Namespace) -> int:
         state.flush(force=True)
         with open_client(plan) as client:
             results = execute(job, make_tasks(todo, block), inputs, client, retries=args.retries)
-            for res in tqdm(results, total=len(todo), desc="maps", disable=inputs.n == 1, unit="map"):
+            quiet = inputs.n == 1 or getattr(args, "quiet", False)
+            for res in tqdm(results, total=len(todo), desc="maps", disable=quiet, unit="map"):
                 if res.error is not None:
                     state.record_failure(res.index, res.error)
                     continue

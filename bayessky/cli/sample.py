@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=args.n, desc="bayessky sample", unit="map", disable=args.n <= args.batch_size)
+        quiet = args.n <= args.batch_size or getattr(args, "quiet", False)
+        bar = tqdm(total=args.n, desc="bayessky sample", unit="map", disable=quiet)
     except ImportError:  # pragma: no cover - tqdm is a dependency
         bar = None
     done = 0

@@ -401,7 +401,7 @@ def _train(args, spec, net, y, context, splits, card, augment, out, device):
         return (y[idx], None if context is None else context[idx])
 
     train_idx, val_idx, test_idx = splits
-    progress = not args.no_progress
+    progress = not (args.no_progress or getattr(args, "quiet", False))
     if spec.objective == "wgan-gp":
         from ..train.gan import GANConfig, fit_wgan_gp
 

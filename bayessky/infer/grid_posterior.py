@@ -270,7 +270,8 @@ def _check_sites(info, axes: Mapping) -> None:
 
 
 def _evaluate_points(ev, flat: dict, log_prior: np.ndarray, log_lik: np.ndarray, chunk_size: int | None,
-                     memory_budget_mb: float, probe: int | None = None) -> tuple[int, int | None]:
+                     memory_budget_mb: float, probe: int | None = None,
+                     bar=None) -> tuple[int, int | None]:
     """Fill ``log_prior`` and ``log_lik`` (n_points,) for one data set, ``chunk_size`` grid points
     per model call. Without a chunk size, a probe call on 8 points sizes the chunks from
     ``memory_budget_mb`` (its site tensors times a safety factor 4). Returns (chunk size, probe
@@ -286,6 +287,8 @@ def _evaluate_points(ev, flat: dict, log_prior: np.ndarray, log_lik: np.ndarray,
         lp = res.total(names).detach()
         ll = res.total(lik_sites).detach() if lik_sites else torch.zeros_like(lp)
         log_prior[lo:hi], log_lik[lo:hi] = lp.cpu().numpy(), ll.cpu().numpy()
+        if bar is not None:
+            bar.update(hi - lo)
         return res
 
     lo = 0
@@ -321,6 +324,7 @@ def grid(
     memory_budget_mb: float = 256.0,
     device=None,
     dtype: torch.dtype | None = None,
+    progress_bar: bool = False,
     **model_kwargs,
 ) -> GridPosterior:
     r"""Evaluate the posterior of a model on the outer product of ``grid`` axes.
@@ -339,6 +343,7 @@ def grid(
             site tensors of a small probe call times a safety factor 4 for intermediates.
         device, dtype: where and in what precision grid values are made (default: those of the
             first floating tensor argument; use float64 for sharp posteriors).
+        progress_bar: a tqdm bar over the grid points evaluated (chunk by chunk).
 
     Returns:
         :class:`GridPosterior`.
@@ -372,7 +377,11 @@ def grid(
     log_prior = np.empty((len(datasets), math.prod(shape)))
     log_lik = np.empty((len(datasets), math.prod(shape)))
     probe = None
-    with torch.no_grad():
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(datasets) * math.prod(shape), desc="grid", unit="point", disable=not progress_bar,
+               leave=False)
+    with torch.no_grad(), bar:
         for m, data_args in enumerate(datasets):
             ev = evaluator
             if m > 0:
@@ -380,7 +389,7 @@ def grid(
                 ev.mode = evaluator.mode
             # the first data set fixes the chunk size (from a probe call) for all of them
             chunk_size, probe = _evaluate_points(ev, flat, log_prior[m], log_lik[m], chunk_size,
-                                                 memory_budget_mb, probe)
+                                                 memory_budget_mb, probe, bar)
     if prior == "uniform":
         log_prior = np.zeros_like(log_prior)
     if np.isnan(log_lik).any():

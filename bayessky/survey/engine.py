@@ -102,13 +102,13 @@ def check_model_runs(module: ModuleType, data, options: dict, *, mask=None, nois
 
 
 def run_model(module: ModuleType, data, *, engine: str, options: dict, engine_options: dict, device: str,
-              seed: int, mask=None, noise=None, noise_name: str | None = None):
+              seed: int, mask=None, noise=None, noise_name: str | None = None, progress: bool = False):
     """Run ``module.model`` on one map (array ``(*map)``) with ``engine``; returns
-    ``(GridPosterior or None, InferenceData)``."""
+    ``(GridPosterior or None, InferenceData)``. ``progress``: the engine's progress bar."""
     if engine == "grid":
         post, idatas = run_grid_block(module, [data], engine_options=engine_options, options=options,
                                       device=device, seeds=[seed], mask=mask, noise=noise,
-                                      noise_name=noise_name)
+                                      noise_name=noise_name, progress=progress)
         return post, idatas[0]
     import pyro
     import torch
@@ -122,12 +122,12 @@ def run_model(module: ModuleType, data, *, engine: str, options: dict, engine_op
     eopts = dict(engine_options)
     if engine == "svi" and getattr(module, "guide", None) is not None and "guide" not in eopts:
         eopts["guide"] = module.guide
-    idata = getattr(infer, engine)(module.model, t, seed=seed, **eopts, **kwargs)
+    idata = getattr(infer, engine)(module.model, t, seed=seed, progress_bar=progress, **eopts, **kwargs)
     return None, idata
 
 
 def run_grid_block(module: ModuleType, maps, *, engine_options: dict, options: dict, device: str, seeds,
-                   mask=None, noise=None, noise_name: str | None = None):
+                   mask=None, noise=None, noise_name: str | None = None, progress: bool = False):
     """The grid engine on a block of maps sharing one mask and noise: one ``infer.grid(stack=True)``
     call (the model is traced and its sites checked once per block, not once per map); map k's
     draws use ``seeds[k]``. Returns (GridPosterior of the block, [InferenceData per map])."""
@@ -144,7 +144,8 @@ def run_grid_block(module: ModuleType, maps, *, engine_options: dict, options: d
     kwargs = model_kwargs(module, options, mask=mask, noise=noise, noise_name=noise_name, like=t)
     eopts = dict(engine_options)
     num_samples = eopts.pop("num_samples", 2000)
-    post = infer.grid(module.model, t, grid=grid_axes(module, options), stack=True, **eopts, **kwargs)
+    post = infer.grid(module.model, t, grid=grid_axes(module, options), stack=True, progress_bar=progress,
+                      **eopts, **kwargs)
     idatas = []
     for k, seed in enumerate(seeds):
         one = GridPosterior(post.axes, post.log_prior[k:k + 1], post.log_likelihood[k:k + 1])

@@ -30,8 +30,9 @@ MACHINE_ERRORS = (MemoryError, OSError)
 @dataclass(frozen=True)
 class JobSpec:
     """What every map of a run shares: model spec (name or script path), engine and its settings,
-    model options, device, base seed (map i uses ``seed + i``), torch threads per task and the
-    model's noise option name."""
+    model options, device, base seed (map i uses ``seed + i``), torch threads per task, the
+    model's noise option name, and whether the engine shows its progress bar (not a setting of
+    the posterior: a run and its resume may differ in it)."""
 
     model: str
     engine: str
@@ -41,6 +42,7 @@ class JobSpec:
     seed: int = 0
     threads: int = 1
     noise_name: str | None = None
+    progress: bool = False
 
 
 @dataclass
@@ -107,7 +109,8 @@ def run_task(job: JobSpec, task: Task) -> list[MapResult]:
                 _, idatas = run_grid_block(module, [m.data for m in good], engine_options=job.engine_options,
                                            options=job.options, device=job.device,
                                            seeds=[job.seed + m.index for m in good], mask=good[0].mask,
-                                           noise=good[0].noise, noise_name=job.noise_name)
+                                           noise=good[0].noise, noise_name=job.noise_name,
+                                           progress=job.progress)
                 dt = (time.perf_counter() - t0) / len(good)
                 for m, idata in zip(good, idatas):
                     results[m.index] = MapResult(m.index, idata, seconds=dt)
@@ -122,7 +125,7 @@ def run_task(job: JobSpec, task: Task) -> list[MapResult]:
                 _, idata = run_model(module, m.data, engine=job.engine, options=job.options,
                                      engine_options=job.engine_options, device=job.device,
                                      seed=job.seed + m.index, mask=m.mask, noise=m.noise,
-                                     noise_name=job.noise_name)
+                                     noise_name=job.noise_name, progress=job.progress)
                 results[m.index] = MapResult(m.index, idata, seconds=time.perf_counter() - t0)
             except MACHINE_ERRORS:
                 raise
