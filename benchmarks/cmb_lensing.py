@@ -254,23 +254,31 @@ def figure(sim, recs: dict, results: dict, edges, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(recs)
-    rows = [("phi", "phi"), ("f", "f (unlensed CMB, uK)"), ("dust", "dust at 353 GHz (uK)")]
-    panels = [("phi_corr", "r(phi_rec, phi_true)"), ("cmb_resid_over_cltt", "C(f_rec - f) / C_TT"),
-              ("dust_resid_over_dust_power", "C(dust_rec - dust) / C(dust)")]
+    rows = [("phi", r"$\phi$", "lensing potential"), ("f", r"$f$, unlensed CMB", r"$\mu$K"),
+            ("dust", "dust at 353 GHz", r"$\mu$K")]
+    panels = [("phi_corr", r"$r(\hat\phi, \phi)$"),
+              ("cmb_resid_over_cltt", r"$C_\ell(\hat f - f)\,/\,C_\ell^{TT}$"),
+              ("dust_resid_over_dust_power", r"$C_\ell(\hat d - d)\,/\,C_\ell^{dd}$")]
     shape = (len(rows) + 1, max(len(names) + 1, len(panels)))  # the bottom row needs 3 panels
     fig, axes = plt.subplots(*shape, figsize=(2.6 * shape[1], 2.5 * shape[0]), squeeze=False)
-    for i, (key, label) in enumerate(rows):
+    for i, (key, label, units) in enumerate(rows):
         truth = sim[key]
         lim = (float(np.percentile(truth, 1)), float(np.percentile(truth, 99)))
         cmap = "RdBu_r" if key != "dust" else "magma"
-        axes[i, 0].imshow(truth, origin="lower", vmin=lim[0], vmax=lim[1], cmap=cmap)
+        im = axes[i, 0].imshow(truth, origin="lower", vmin=lim[0], vmax=lim[1], cmap=cmap)
         axes[i, 0].set_title(f"true {label}", fontsize=8)
         for j, name in enumerate(names):
             ax = axes[i, j + 1]
             img = recs[name].get(key)
             if img is not None:
                 ax.imshow(img, origin="lower", vmin=lim[0], vmax=lim[1], cmap=cmap)
-            ax.set_title(f"{name}: {key}", fontsize=8)
+            else:  # e.g. phi of the no-lensing run: fixed to 0, nothing reconstructed
+                ax.text(0.5, 0.5, "not reconstructed\n(fixed to 0)", ha="center", va="center",
+                        transform=ax.transAxes, fontsize=8)
+            ax.set_title(f"{name}: {label}", fontsize=8)
+        # one colour scale per row (the truth's 1-99 %), so one bar with the units says it
+        bar = fig.colorbar(im, ax=list(axes[i, :len(names) + 1]), fraction=0.015, pad=0.01)
+        bar.set_label(units, fontsize=8)
     for ax in axes[:-1].ravel():
         ax.set_xticks([])
         ax.set_yticks([])
@@ -287,13 +295,13 @@ def figure(sim, recs: dict, results: dict, edges, path: Path) -> None:
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         if key != "phi_corr":
             ax.set_yscale("log")
-        ax.set_xlabel("ell")
+        ax.set_xlabel(r"multipole $\ell$")
         ax.set_title(label, fontsize=8)
-    axes[-1, 0].legend(fontsize=6)
+        ax.legend(fontsize=6)  # every panel: not every run has every curve (no phi without lensing)
     for ax in axes[-1, len(panels):]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.subplots_adjust(wspace=0.4, hspace=0.3)  # room for the log axes' tick labels between panels
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -205,7 +205,8 @@ def main(argv=None) -> dict:
         ax.imshow(mean, origin="lower", cmap="inferno", vmin=view["min"], vmax=view["max"])
         ax.set_title("MAP estimate (flat patch)")
     ax.contour(pmask, [0.5], colors="c", linewidths=0.5)
-    fig.savefig(out / "healpix_dust_patch.png", dpi=100)
+    # healpy places its titles above the axes' box: the tight box keeps them in the file
+    fig.savefig(out / "healpix_dust_patch.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
 
     hole = pmask < 0.5
