@@ -21,12 +21,28 @@ time, which other processes disturb far less than wall-clock time.
 ``--malloc-no-trim`` stops glibc from returning freed memory to the OS (for every model alike):
 with the default allocator a batch-128 pass refaults its large temporaries on every flow step,
 so the default numbers include page-fault time and the no-trim numbers compare the compute.
+``--warmup N`` runs N untimed calls of every path first (oneDNN primitive creation, allocator
+growth), for every model alike.
+
+Levers (``--levers base,channels_last,bf16[,compile]``): every model is built once per lever, with
+the same initial weights, and all (model, lever) pairs are timed interleaved in the same repeats:
+- ``channels_last``: the network's 4-D parameters and the input batch in channels_last memory
+  format (normflows' convolutions then run NHWC; bayessky's 3x3 convolutions read NHWC buffers
+  already, its per-level weight stacks are 5-D and stay as they are);
+- ``bf16``: ``torch.autocast("cpu", dtype=torch.bfloat16)`` around log_prob / the loss;
+- ``compile``: ``torch.compile`` of the loss (inductor: fused element-wise kernels; minutes of
+  compilation per model, not counted).
+Each lever's exactness is reported against ``base`` on the same weights and batch: max relative
+difference of log_prob and of the loss gradient (all parameters), ``lever_exactness``.
+
 normflows is a benchmark-only dependency (``pip install bayessky[bench]``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import json
 import os
 import platform
@@ -54,24 +70,73 @@ def build_normflows(shape, levels, steps, hidden):
     return nf.MultiscaleFlow(q0, flows, merges, class_cond=False)
 
 
+LEVERS = ("base", "channels_last", "bf16", "compile")
+
+
 class _Model:
-    """Uniform calls: log_prob(x, c) and a training step, for each network."""
+    """Uniform calls: log_prob(x, c) and a training step, for each network (and lever)."""
 
-    def __init__(self, name, net, conditional, lr=1e-4, normflows=False):
+    def __init__(self, name, net, conditional, lr=1e-4, normflows=False, lever="base"):
         self.name, self.net, self.conditional, self.nf = name, net, conditional, normflows
-        self.opt = torch.optim.Adam(net.parameters(), lr=lr)
+        self.lever = lever
+        if lever == "channels_last":
+            # 4-D tensors only: module.to(memory_format=) refuses bayessky's 5-D per-level stacks
+            with torch.no_grad():
+                for t in list(net.parameters()) + list(net.buffers()):
+                    if t.dim() == 4:
+                        t.data = t.data.contiguous(memory_format=torch.channels_last)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
+        self._loss = torch.compile(self._raw_loss) if lever == "compile" else self._raw_loss
 
-    def log_prob(self, x, c):
+    def _input(self, x):
+        return x.contiguous(memory_format=torch.channels_last) if self.lever == "channels_last" else x
+
+    def _autocast(self):
+        if self.lever == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _raw_log_prob(self, x, c):
         if self.nf:
             return self.net.log_prob(x, None)
         return self.net.log_prob(x, c) if self.conditional else self.net.log_prob(x)
 
+    def _raw_loss(self, x, c):
+        return -self._raw_log_prob(x, c).float().mean()
+
+    def log_prob(self, x, c):
+        with self._autocast():
+            return self._raw_log_prob(self._input(x), c).float()
+
+    def loss(self, x, c):
+        with self._autocast():
+            return self._loss(self._input(x), c)
+
     def train_step(self, x, c):
         self.opt.zero_grad(set_to_none=True)
-        loss = -self.log_prob(x, c).mean()
+        loss = self.loss(x, c)
         loss.backward()
         self.opt.step()
         return loss
+
+
+def _exactness(base: _Model, other: _Model, x, c) -> dict:
+    """log_prob and loss gradient of ``other`` (a lever) against ``base`` on the same weights."""
+    def grads(m):
+        m.net.zero_grad(set_to_none=True)
+        m.loss(x, c).backward()
+        return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+                for p in m.net.parameters()]
+
+    base.net.eval(), other.net.eval()
+    with torch.no_grad():
+        lp0, lp1 = base.log_prob(x, c), other.log_prob(x, c)
+    g0, g1 = grads(base), grads(other)
+    base.net.zero_grad(set_to_none=True), other.net.zero_grad(set_to_none=True)
+    num = max(float((a - b).abs().max()) for a, b in zip(g0, g1))
+    den = max(float(a.abs().max()) for a in g0)
+    return {"log_prob_max_rel": float(((lp1 - lp0).abs() / lp0.abs()).max()),
+            "grad_max_abs_over_max_grad": num / den}
 
 
 def _sync(device):
@@ -133,7 +198,12 @@ def main(argv=None) -> dict:
                     help="thread: this thread's CPU time (needs --threads 1); robust on a loaded machine")
     ap.add_argument("--malloc-no-trim", action="store_true",
                     help="glibc mallopt: keep freed memory (no page-fault churn; all models alike)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed calls of every path first")
+    ap.add_argument("--levers", default="base", help=f"comma-separated, from {','.join(LEVERS)}")
     args = ap.parse_args(argv)
+    levers = [v.strip() for v in args.levers.split(",") if v.strip()]
+    if not levers or levers[0] != "base" or any(v not in LEVERS for v in levers):
+        ap.error(f"--levers: 'base' first, then any of {LEVERS[1:]}, got {args.levers!r}")
     if args.malloc_no_trim:
         _malloc_no_trim()
     global _CLOCK
@@ -150,28 +220,40 @@ def main(argv=None) -> dict:
     torch.manual_seed(0)
     shape = (1, args.size, args.size)
     low, high = [0.1, 0.6], [0.5, 1.0]
-    models = []
-    if not args.no_normflows:
-        import normflows
-
-        models.append(_Model(f"normflows {normflows.__version__} Glow",
-                             build_normflows(shape, args.levels, args.steps, args.hidden).to(device),
-                             False, normflows=True))
-    arch = (args.levels, args.steps, args.hidden)
-    cglow = ConditionalGlow(shape, 2, *arch, low, high).to(device)
-    models.append(_Model("bayessky ConditionalGlow", cglow, True))
-    models.append(_Model("bayessky Glow", Glow(shape, *arch).to(device), False))
-
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(args.lp_batch, *shape, generator=gen).to(device)
     c = (torch.tensor(low) + 0.4 * torch.rand(args.lp_batch, 2, generator=gen)).to(device)
     xt, ct = x[: args.train_batch].contiguous(), c[: args.train_batch].contiguous()
 
-    # ActNorm data-dependent initialisation on one training batch, then warm-up of every path
-    for m in models:
-        m.net.train()
+    builders = []
+    if not args.no_normflows:
+        import normflows
+
+        builders.append((f"normflows {normflows.__version__} Glow", False, True,
+                         lambda: build_normflows(shape, args.levels, args.steps, args.hidden)))
+    arch = (args.levels, args.steps, args.hidden)
+    builders.append(("bayessky ConditionalGlow", True, False,
+                     lambda: ConditionalGlow(shape, 2, *arch, low, high)))
+    builders.append(("bayessky Glow", False, False, lambda: Glow(shape, *arch)))
+    models, family = [], {}
+    for name, conditional, nf, build in builders:
+        torch.manual_seed(0)
+        net = build().to(device)
+        # ActNorm data-dependent initialisation on one training batch, once, in float32; every
+        # lever of a model starts from copies of these weights
+        base = _Model(name, net, conditional, normflows=nf)
+        net.train()
         with torch.no_grad():
-            m.log_prob(xt, ct)
+            base.log_prob(xt, ct)
+        for lever in levers:
+            label = name if lever == "base" else f"{name} [{lever}]"
+            models.append(base if lever == "base" else
+                          _Model(label, copy.deepcopy(net), conditional, normflows=nf, lever=lever))
+            family[label] = base
+    exact = {}
+    for m in models:
+        if m.lever != "base":
+            exact[m.name] = _exactness(family[m.name], m, xt, ct)
     lp_times = {m.name: [] for m in models}
     tr_times = {m.name: [] for m in models}
 
@@ -183,13 +265,15 @@ def main(argv=None) -> dict:
 
     for m in models:
         m.net.eval()
-        lp_call(m)()
+        for _ in range(max(1, args.warmup)):
+            lp_call(m)()
     for _ in range(args.repeats):
         for m in models:
             lp_times[m.name].append(_timed(lp_call(m), device))
     for m in models:
         m.net.train()
-        m.train_step(xt, ct)
+        for _ in range(max(1, args.warmup)):
+            m.train_step(xt, ct)
     for _ in range(args.repeats):
         for m in models:
             tr_times[m.name].append(_timed(lambda m=m: m.train_step(xt, ct), device))
@@ -208,7 +292,8 @@ def main(argv=None) -> dict:
                    else f"cpu ({platform.processor() or platform.machine()})"),
         "config": {"shape": list(shape), "levels": args.levels, "steps": args.steps, "hidden": args.hidden,
                    "log_prob_batch": args.lp_batch, "train_batch": args.train_batch,
-                   "repeats": args.repeats, "optimizer": "Adam(lr=1e-4), torch defaults"},
+                   "repeats": args.repeats, "warmup": args.warmup, "levers": levers,
+                   "optimizer": "Adam(lr=1e-4), torch defaults"},
         "params": {m.name: sum(p.numel() for p in m.net.parameters()) for m in models},
         "log_prob_maps_per_s": rate(args.lp_batch, lp_times),
         "log_prob_maps_per_s_best": rate(args.lp_batch, lp_times, best=True),
@@ -216,13 +301,20 @@ def main(argv=None) -> dict:
         "train_maps_per_s_best": rate(args.train_batch, tr_times, best=True),
     }
     if not args.no_normflows:
-        ref = models[0].name
         lp, tr = out["log_prob_maps_per_s"], out["train_maps_per_s"]
+        # against normflows with no lever, and against normflows with the same lever
+        ref = models[0].name
         out["ratio_vs_normflows"] = {m.name: {"log_prob": round(lp[m.name] / lp[ref], 2),
-                                              "train": round(tr[m.name] / tr[ref], 2)} for m in models[1:]}
+                                              "train": round(tr[m.name] / tr[ref], 2)}
+                                     for m in models if not m.nf}
+        same = {m.lever: m.name for m in models if m.nf}
+        out["ratio_vs_normflows_same_lever"] = {
+            m.name: {"log_prob": round(lp[m.name] / lp[same[m.lever]], 2),
+                     "train": round(tr[m.name] / tr[same[m.lever]], 2)} for m in models if not m.nf}
+    out["lever_exactness"] = exact
     if args.profile_top:
         prof = {}
-        for m in models:
+        for m in (m for m in models if m.lever == "base"):
             m.net.eval()
             p_lp = _profile(lp_call(m), device, args.profile_top)
             m.net.train()
