@@ -18,7 +18,10 @@ relative to the log joints' magnitude (the float32 network rounds at that scale)
 Clock: on a shared, loaded machine, wall-clock time with 2 OpenMP threads measures the other
 processes as much as this one (threads of an oversubscribed OpenMP team spin at every barrier),
 so the default is ``--threads 1 --clock thread``: this thread's CPU time. ``--threads 2 --clock
-wall`` gives the wall-clock numbers (noted with the load average).
+wall`` gives the wall-clock numbers (noted with the load average). Measured here (load 7-10 on the
+2 cores): 2 threads, wall clock, 228 s for the 30 x 30 grid with libgomp's default spin-waiting,
+10.3 s with ``OMP_WAIT_POLICY=PASSIVE``, 9.6 s with 1 thread; 5.0 s of CPU time with 1 thread
+(``benchmarks/results/grid_speed_*.json``).
 
     python benchmarks/grid_speed.py [--threads 1 --clock thread] [--size 30] [--repeats 3]
 
@@ -120,6 +123,8 @@ def main(argv=None) -> dict:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "clock": args.clock,
+        # how idle OpenMP threads wait (libgomp default: spin); decisive on an oversubscribed machine
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
         "grid_points": n_points,
