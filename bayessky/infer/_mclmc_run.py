@@ -306,8 +306,14 @@ def _tune_mams_length(sm: _Sampler, steps: int, eps: float, L: float, bar) -> fl
     return max(L, 0.4 * L * tau) if math.isfinite(tau) else L
 
 
+# Cap on the mean number of integration steps of one MAMS trajectory (as NUTS caps its tree depth):
+# where the tuned L / eps is huge (a funnel's neck sets a tiny eps) one transition would otherwise cost
+# thousands of gradients. The count is drawn independently of the state, so MAMS stays exact.
+MAX_MEAN_STEPS = 32
+
+
 def _num_steps(sm: _Sampler, eps: float, L: float) -> int:
-    mean = max(1, int(round(L / eps))) if math.isfinite(L / eps) else 1
+    mean = min(MAX_MEAN_STEPS, max(1, int(round(L / eps)))) if math.isfinite(L / eps) else 1
     return int(sm.noise.np.integers(1, 2 * mean)) if mean > 1 else 1
 
 
