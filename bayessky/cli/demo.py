@@ -19,6 +19,8 @@ __all__ = ["add_parser", "run"]
 
 TRUTH = {"Omega_m": 0.30, "sigma_8": 0.80}
 DEMO_SEED = 123_456  # a held-out seed: training used seeds 1000-3000, benchmarks >= 100000
+# the demo's own, shorter NUTS run (4 chains x 250 draws); `bayessky run` draws DEFAULTS' 1000 per chain
+DEMO_NUTS_SAMPLES = 250
 
 
 def add_parser(sub) -> None:
@@ -30,8 +32,8 @@ def add_parser(sub) -> None:
     p.add_argument("--sigma-8", type=float, default=TRUTH["sigma_8"], help="true sigma_8 in (0.6, 1.0)")
     p.add_argument("--seed", type=int, default=DEMO_SEED)
     p.add_argument("--grid-size", type=int, default=40)
-    p.add_argument("--nuts-samples", type=int, default=None, help="NUTS draws per chain, 0 skips NUTS "
-                   "(default: hi_parameters.DEFAULTS num_samples)")
+    p.add_argument("--nuts-samples", type=int, default=DEMO_NUTS_SAMPLES,
+                   help="NUTS draws per chain, 0 skips NUTS")
     p.add_argument("--nuts-warmup", type=int, default=None,
                    help="NUTS warm-up per chain (default: hi_parameters.DEFAULTS warmup_steps)")
     p.add_argument("--device", default="cpu")
@@ -60,8 +62,6 @@ def run(args: argparse.Namespace) -> int:
     from ._write import check_out_dir
 
     t0 = time.time()
-    if args.nuts_samples is None:
-        args.nuts_samples = int(hi_parameters.DEFAULTS["num_samples"])
     if args.nuts_warmup is None:
         args.nuts_warmup = int(hi_parameters.DEFAULTS["warmup_steps"])
     box = hi_parameters.BOUNDS

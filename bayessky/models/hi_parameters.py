@@ -66,10 +66,10 @@ BOUNDS: dict[str, tuple[float, float]] = {"Omega_m": (0.1, 0.5), "sigma_8": (0.6
 #: bayessky's batched NUTS (``backend="fast"``: 4 chains in 2 forked single-thread processes, a
 #: batch of 2 chains costs about 1.5 gradients of one, where Pyro runs chains one at a time), a
 #: dense 2 x 2 mass matrix (Omega_m and sigma_8 are degenerate), a start at the MAP (a few L-BFGS
-#: steps in 2 dimensions) so warm-up adapts instead of travelling, and 200 + 250 iterations per
-#: chain: 1000 draws, aiming at a bulk ESS of 400 per parameter (the README gives what was measured).
-#: ``num_samples`` also sets the grid engine's draws (250; ``--set num_samples=...`` for more).
-DEFAULTS: dict[str, object] = {"engine": "grid", "num_samples": 250, "warmup_steps": 200, "num_chains": 4,
+#: steps in 2 dimensions) so warm-up adapts instead of travelling, and 200 + 1000 iterations per
+#: chain (200 + 250 gave a bulk ESS of only ~190 per parameter on a map at the prior's edge).
+#: ``num_samples`` also sets the grid engine's draws.
+DEFAULTS: dict[str, object] = {"engine": "grid", "num_samples": 1000, "warmup_steps": 200, "num_chains": 4,
                                "backend": "fast", "dense_mass": True, "init_strategy": "map"}
 
 
