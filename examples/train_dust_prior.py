@@ -53,16 +53,14 @@ THRESHOLDS_G = np.linspace(-2.0, 2.5, 10)  # Minkowski thresholds in units of th
 
 
 def device_or_exit(parser: argparse.ArgumentParser, text: str) -> torch.device:
-    """``--device`` as a device this machine has, else one line on stderr and exit status 2 (torch
-    would fail later, deep in a kernel launch, with a traceback)."""
+    """``--device`` as a device this machine has (bayessky.cli.parse_device, the CLI's own check),
+    else one line on stderr and exit status 2 instead of torch's traceback from a kernel launch."""
+    from bayessky.cli import CLIError, parse_device
+
     try:
-        dev = torch.device(text)
-    except RuntimeError:
-        dev = None
-    if dev is None or (dev.type == "cuda" and not torch.cuda.is_available()):
-        why = "no CUDA device on this machine" if dev is not None else "unknown device"
-        parser.exit(2, f"{parser.prog}: error: --device {text}: {why}; use --device cpu\n")
-    return dev
+        return parse_device(text)
+    except CLIError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}; use --device cpu\n")
 
 
 def draw(n: int, size: int, seed: int, family: str = "dust", n_blobs: int = 50) -> torch.Tensor:
