@@ -21,12 +21,7 @@ LOW, HIGH = [0.1, 0.6], [0.5, 1.0]
 TRANSFORM = [{"name": "log10"}, {"name": "standardise", "mean": 8.0, "std": 0.5}]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

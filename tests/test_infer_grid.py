@@ -15,12 +15,7 @@ from bayessky.infer import GridPosterior
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- independent numpy implementation of hi-toy-v1's exact log-likelihood (bayessky.families.hi_toy's spec) --
