@@ -7,6 +7,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from _dense import dense_covariance
 from _errors import refused
 from _gof import nn_gof
 
@@ -22,21 +23,6 @@ def random_symmetric_spectrum(ny, nx, rng, batch=()):
         for j in range(nx):
             s[..., i, j] = 0.5 * (r[..., i, j] + r[..., (-i) % ny, (-j) % nx])
     return s
-
-
-def dense_covariance(s):
-    """C_ij = (1/N) sum_k S_k cos(k.(x_i - x_j)), explicit loops over pixel pairs."""
-    ny, nx = s.shape
-    n = ny * nx
-    ky = 2 * np.pi * np.arange(ny)[:, None] / ny
-    kx = 2 * np.pi * np.arange(nx)[None, :] / nx
-    c = np.empty((n, n))
-    for a in range(n):
-        ya, xa = divmod(a, nx)
-        for b in range(n):
-            yb, xb = divmod(b, nx)
-            c[a, b] = np.sum(s * np.cos(ky * (ya - yb) + kx * (xa - xb))) / n
-    return c
 
 
 @pytest.mark.parametrize("shape", [(4, 4), (8, 8), (4, 6), (5, 3)])

@@ -7,6 +7,7 @@ import numpy as np
 import pyro
 import pytest
 import torch
+from _dense import dense_covariance
 from scipy import stats
 
 from bayessky.families import dust_toy
@@ -20,19 +21,6 @@ def ref_spectrum(n):
             kx = j if j < (n + 1) // 2 else j - n
             s[i, j] = (kx * kx + ky * ky + 4.0) ** -1.4
     return s / s.mean()
-
-
-def dense_cov(s):
-    n = s.shape[0]
-    kk = 2 * np.pi * np.arange(n) / n
-    c = np.empty((n * n, n * n))
-    for a in range(n * n):
-        ya, xa = divmod(a, n)
-        for b in range(a, n * n):
-            yb, xb = divmod(b, n)
-            phase = kk[:, None] * (ya - yb) + kk[None, :] * (xa - xb)
-            c[a, b] = c[b, a] = np.sum(s * np.cos(phase)) / (n * n)
-    return c
 
 
 @pytest.mark.parametrize("n", [7, 16, 64])
@@ -113,7 +101,7 @@ def test_observe_noise_level():
 
 def test_log_densities_vs_dense():
     I, g = dust_toy.sample(2, size=6, seed=7, return_g=True)
-    mvn = stats.multivariate_normal(np.zeros(36), dense_cov(ref_spectrum(6)))
+    mvn = stats.multivariate_normal(np.zeros(36), dense_covariance(ref_spectrum(6)))
     ref_g = mvn.logpdf(g.reshape(2, 36))
     assert np.allclose(dust_toy.log_prior_g(g), ref_g, atol=1e-8)
     # change of variables I -> g: |dg/dI| = 1 / (0.8 I)
@@ -128,7 +116,7 @@ def test_pyro_model_joint_density():
     d = dust_toy.observe(I[0], m, seed=1)
     cond = pyro.poutine.condition(dust_toy.model, data={"g": torch.as_tensor(g[0])})
     tr = pyro.poutine.trace(cond).get_trace(torch.as_tensor(d), torch.as_tensor(m))
-    mvn = stats.multivariate_normal(np.zeros(36), dense_cov(ref_spectrum(6)))
+    mvn = stats.multivariate_normal(np.zeros(36), dense_covariance(ref_spectrum(6)))
     obs = m == 1
     ref = mvn.logpdf(g[0].ravel()) + stats.norm.logpdf(d[obs], I[0][obs], 0.05).sum()
     assert abs(float(tr.log_prob_sum()) - ref) < 1e-8

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _dense import dense_covariance
 from scipy import stats
 
 from bayessky.families import hi_toy
@@ -38,19 +39,6 @@ def ref_loglike(g, s):
     n2 = g.size
     xk = np.fft.fft2(g)
     return -0.5 * np.sum(np.abs(xk) ** 2 / (n2 * s)) - 0.5 * np.sum(np.log(2 * np.pi * s))
-
-
-def dense_cov(s):
-    n = s.shape[0]
-    kk = 2 * np.pi * np.arange(n) / n
-    c = np.empty((n * n, n * n))
-    for a in range(n * n):
-        ya, xa = divmod(a, n)
-        for b in range(a, n * n):
-            yb, xb = divmod(b, n)
-            phase = kk[:, None] * (ya - yb) + kk[None, :] * (xa - xb)
-            c[a, b] = c[b, a] = np.sum(s * np.cos(phase)) / (n * n)
-    return c
 
 
 # ---- tests ------------------------------------------------------------------------------------
@@ -123,7 +111,7 @@ def test_log_likelihood_matches_dense_mvn():
     ll = hi_toy.log_likelihood(maps, om, s8)
     assert isinstance(ll, np.ndarray) and ll.shape == (4, 3)
     for p, (a, b) in enumerate(params):
-        mvn = stats.multivariate_normal(np.zeros(64), dense_cov(ref_spectrum(8, a, b)))
+        mvn = stats.multivariate_normal(np.zeros(64), dense_covariance(ref_spectrum(8, a, b)))
         ref = mvn.logpdf(g.reshape(3, 64))
         assert np.abs(ll[p] - ref).max() < 1e-6
         assert abs(ll[p, 0] - ref_loglike(g[0], ref_spectrum(8, a, b))) < 1e-8
