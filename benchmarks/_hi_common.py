@@ -229,8 +229,9 @@ def _jsonable(o):
 
 def write_json(result: dict, out_dir: str | Path | None, name: str) -> str:
     """JSON text of ``result`` (NaN/inf -> null), also written to ``out_dir/name`` if given."""
+    from bayessky.atomic import atomic_write
+
     text = json.dumps(_jsonable(result), indent=2)
     if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(out_dir) / name).write_text(text + "\n")
+        atomic_write(Path(out_dir) / name, (text + "\n").encode())  # the one atomic writer
     return text
