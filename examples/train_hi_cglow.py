@@ -10,6 +10,15 @@ how far the flow is from the truth.
 
     python examples/train_hi_cglow.py --size 32 --out models/hi-cglow-32 --minutes 8 --device cuda
     python examples/train_hi_cglow.py --kind maf --size 32 --out runs/hi-maf-32 --minutes 3
+
+hi-toy-v1 never runs out of maps: ``--fresh`` draws a new training set every epoch (training
+seeds 10_000 + epoch, never the validation, test or benchmark seeds), so a long run cannot
+overfit. ``--init FOLDER`` continues from a prior's weights (same architecture; its data
+transform is kept and its card's training cost is carried into the new card), and ``--resume``
+continues an interrupted run exactly. A long CPU run in pieces, one core, niced::
+
+    nice python examples/train_hi_cglow.py --size 32 --init models/hi-cglow-32 --fresh \
+        --lr 2e-4 --threads 1 --minutes 60 --resume --out runs/hi-cglow-32-long
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from bayessky.families import hi_toy
 from bayessky.train.loop import TrainConfig, fit
 
 SEEDS = {"train": 1_000, "val": 2_000, "test": 3_000}  # benchmarks use seeds >= 100_000
+FRESH_SEED = 10_000  # --fresh: epoch e trains on maps of seed FRESH_SEED + e
 LOW, HIGH = [0.1, 0.6], [0.5, 1.0]
 
 
@@ -96,21 +106,50 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr-patience", type=int, default=5, help="epochs without improvement before lr x 0.8")
+    p.add_argument("--fresh", action="store_true", help="draw a new training set every epoch")
+    p.add_argument("--init", default=None, help="start from this prior folder's weights (same architecture)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/state.safetensors if it exists")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args(argv)
     dev = device_or_exit(p, args.device)
+    if args.threads is not None:
+        if args.threads < 1:
+            p.exit(2, f"{p.prog}: error: --threads: expected an integer >= 1, got {args.threads}\n")
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(args.seed)
     t0 = time.time()
+    parent = None
+    if args.init is not None:
+        from bayessky.priors.checkpoint import read_card
+
+        parent = read_card(args.init)
+        arch = parent["architecture"]
+        args.levels, args.steps, args.hidden = arch["levels"], arch["steps"], arch["hidden"]
+        if parent.get("kind") != args.kind or tuple(arch["shape"]) != (1, args.size, args.size):
+            p.exit(2, f"{p.prog}: error: --init: {args.init} is a {parent.get('kind')} of shape "
+                      f"{arch['shape']}, not a {args.kind} at {args.size}x{args.size}\n")
     x, c = draw(args.n_train, args.size, SEEDS["train"], dev)
     xv, cv = draw(args.n_val, args.size, SEEDS["val"], dev)
     xt, ct = draw(args.n_test, args.size, SEEDS["test"], dev)
-    logx = torch.log10(x)
-    mean, std = float(logx.mean()), float(logx.std())
+    if parent is not None:  # the network was trained in its parent's standardised space
+        std_cfg = next(t for t in parent["transform"] if t["name"] == "standardise")
+        mean, std = float(std_cfg["mean"]), float(std_cfg["std"])
+    else:
+        logx = torch.log10(x)
+        mean, std = float(logx.mean()), float(logx.std())
     transform = compose(Log10Transform(), StandardiseTransform(mean, std))
     y, yv, yt = (transform(v) for v in (x, xv, xt))
     print(f"data: {len(x)} train maps in {time.time() - t0:.1f}s; log10 mean {mean:.4f} std {std:.4f}")
 
     net = build(args.kind, args.size, args).to(dev)
+    if parent is not None:
+        from bayessky.priors.checkpoint import match_state, read_safetensors
+
+        tensors, _ = read_safetensors(f"{args.init}/weights.safetensors")
+        match_state(net, tensors, args.kind, args.init)
+        net.load_state_dict(tensors)
     n_params = sum(p.numel() for p in net.parameters())
     print(f"{args.kind}: {n_params / 1e6:.3f} M parameters")
     start = time.time()
@@ -130,11 +169,25 @@ def main(argv=None) -> None:
         "description": "Conditional density of an HI-like log-normal map given (Omega_m, sigma_8), "
                        "trained on hi-toy-v1; log_prob in the units of the linear map.",
     }
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_patience=5,
-                      early_stopping=25, seed=args.seed,
+    if parent is not None:
+        pt = parent.get("training", {})
+        card["training"] = {"init_from": {
+            "prior": str(args.init), "weights_sha256": parent.get("weights_sha256"),
+            "epochs_run": pt.get("epochs_run"), "time_s": pt.get("time_s"), "hardware": pt.get("hardware"),
+            "n_train": parent["data"].get("n_train")}}
+    if args.fresh:
+        card["data"]["fresh_every_epoch"] = {"n_train": args.n_train, "seed": f"{FRESH_SEED} + epoch"}
+
+        def train_data(epoch: int):
+            xe, ce = draw(args.n_train, args.size, FRESH_SEED + epoch, dev)
+            return transform(xe), ce
+    else:
+        train_data = (y, c)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      lr_patience=args.lr_patience, early_stopping=25, seed=args.seed,
                       max_minutes=args.minutes)  # checked between batches: long epochs stop in time
-    result = fit(net, (y, c), val=(yv, cv), test=(yt, ct), config=cfg, augment=Augment(),
-                 out=args.out, card=card, callback=report)
+    result = fit(net, train_data, val=(yv, cv), test=(yt, ct), config=cfg, augment=Augment(),
+                 out=args.out, card=card, callback=report, resume=args.resume)
     exact = exact_nll(xt, ct, std)
     with torch.no_grad():
         learned = float(-torch.cat([net.log_prob(yt[i:i + 500], ct[i:i + 500])

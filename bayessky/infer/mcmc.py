@@ -165,8 +165,12 @@ def _run_fast(name, model, args, kwargs, *, num_samples, warmup_steps, num_chain
     # traced lazily, in each worker process for its own block of chains (a trace fixes the shape)
     potential = TracedPotential(pot, name) if jit else pot
     initial = pot.initial.detach()
-    pre = _precondition.resolve(precondition, model, args, kwargs, names=pot.names, shapes=pot.u_shapes,
-                                name=name)
+    if isinstance(precondition, str) and precondition == "laplace":
+        # the Hessian at the chains' (common) start, the MAP under init_strategy="map"
+        pre = _precondition.laplace(pot, initial.mean(0))
+    else:
+        pre = _precondition.resolve(precondition, model, args, kwargs, names=pot.names,
+                                    shapes=pot.u_shapes, name=name)
     if pre is not None:
         # a linear change of variables x = x0 + T z: NUTS runs in z (its adapted mass on top),
         # draws go back through T, so the target is unchanged
@@ -306,7 +310,9 @@ def nuts(
             (:mod:`bayessky.infer.precondition`): ``"fourier"`` (``T = F^-1 sqrt(W) F`` on every
             site with a :class:`~bayessky.distributions.GaussianRandomField` prior,
             ``W = S / (1 + S q)`` with ``q`` the mean precision of a white ``MapNormal``
-            observing it), ``"diagonal"`` (per-pixel ``(mean(1/S) + 1[M>0]/sigma^2)^-1/2``), a
+            observing it), ``"diagonal"`` (per-pixel ``(mean(1/S) + 1[M>0]/sigma^2)^-1/2``), ``"laplace"``
+            (``T`` the Cholesky factor of the inverse Hessian at the chains' start, which must be
+            a mode: ``init_strategy="map"``; at most 256 coordinates), a
             :class:`~bayessky.infer.precondition.Preconditioner`, or None. The adapted mass
             matrix then lives in ``z``.
 

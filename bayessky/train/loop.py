@@ -226,7 +226,10 @@ def fit(
     Arguments:
         model: a network with ``log_prob(x[, context])`` (objective ``"nll"``) or ``elbo(x)``
             (``"elbo"``), already on its device.
-        train: maps ``(N, C, H, W)`` in network space, or ``(maps, context)`` with context (N, d).
+        train: maps ``(N, C, H, W)`` in network space, or ``(maps, context)`` with context (N, d);
+            or a function ``train(epoch) -> data`` (epoch 1-based) that draws each epoch's data,
+            for generators that make fresh maps without end (it must be deterministic in
+            ``epoch`` for an exact resume; under several processes every rank calls it).
         val: held-out data of the same form (monitors the scheduler, early stopping, best model);
             without it the training loss is monitored.
         objective: ``"nll"``, ``"elbo"`` or an :class:`~bayessky.train.losses.Objective`.
@@ -250,17 +253,13 @@ def fit(
     """
     cfg = config or TrainConfig()
     objective = objective_for(objective)
-    train = as_map_data(train, "train")
+    draw = train if callable(train) else None
     val = as_map_data(val, "val")
     test = as_map_data(test, "test")
     dev, dtype = device_dtype(model, device=device)
-    n_pix = int(train.maps[0].numel())
-    _check_held_out(train, val=val, test=test)
     out = Path(out) if out is not None else None
     state_path = out / STATE_FILE if out is not None else None
     group = current_group()
-    if group is not None:
-        _check_shardable(cfg, len(train), group)
     writes = group is None or group.is_main
 
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
@@ -273,7 +272,16 @@ def fit(
     if resume and state_path is not None and state_path.exists():
         run = _Progress.from_state(_resume(state_path, card, arch, model, opt, sched, gens))
 
-    n = len(train)
+    def epoch_data(epoch: int) -> MapData:
+        data = as_map_data(draw(epoch) if draw is not None else train, "train")
+        _check_held_out(data, val=val, test=test)
+        if group is not None:
+            _check_shardable(cfg, len(data), group)
+        return data
+
+    drawn_for = run.epoch + 1
+    train = epoch_data(drawn_for)
+    n, n_pix = len(train), int(train.maps[0].numel())
     bar = progress_bar(cfg.epochs, min(run.epoch, cfg.epochs), cfg.progress and writes,
                        f"train {objective.name}")
     stop = run.stopped(cfg)
@@ -287,6 +295,10 @@ def fit(
     with scope, contextlib.closing(bar):
         while run.epoch < cfg.epochs and not stop:
             t0 = time.perf_counter()
+            if draw is not None and drawn_for != run.epoch + 1:
+                drawn_for = run.epoch + 1
+                train = epoch_data(drawn_for)
+                n = len(train)
             batches = progress_bar(-(-n // cfg.batch_size), 0, cfg.progress and writes,
                                    f"epoch {run.epoch + 1}", unit="batch", leave=False)
             with contextlib.closing(batches):
