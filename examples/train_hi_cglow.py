@@ -1,4 +1,4 @@
-"""Train the HI field-level likelihood p(map | Omega_m, sigma_8) on hi-toy-v1 (the shipped prior).
+r"""Train the HI field-level likelihood p(map | Omega_m, sigma_8) on hi-toy-v1 (the shipped prior).
 
 This is the script that made ``models/hi-cglow-32`` (and the MAF baseline). It draws a training
 set of hi-toy-v1 maps at parameters from the CAMELS prior box (fresh maps and fresh seeds for
@@ -13,12 +13,14 @@ how far the flow is from the truth.
 
 hi-toy-v1 never runs out of maps: ``--fresh`` draws a new training set every epoch (training
 seeds 10_000 + epoch, never the validation, test or benchmark seeds), so a long run cannot
-overfit. ``--init FOLDER`` continues from a prior's weights (same architecture; its data
-transform is kept and its card's training cost is carried into the new card), and ``--resume``
-continues an interrupted run exactly. A long CPU run in pieces, one core, niced::
+overfit. ``--init PRIOR`` (a shipped name or a folder) continues from a prior's weights (same
+architecture; its data transform is kept and its card's training cost is carried into the new
+card), and ``--resume`` continues an interrupted run exactly. A long CPU run in pieces, on one
+core (run it under ``nice``)::
 
-    nice python examples/train_hi_cglow.py --size 32 --init models/hi-cglow-32 --fresh \
-        --lr 2e-4 --threads 1 --minutes 60 --resume --out runs/hi-cglow-32-long
+    OMP_NUM_THREADS=1 python examples/train_hi_cglow.py --size 32 --init hi-cglow-32 --fresh \
+        --n-train 30000 --lr 1e-4 --lr-patience 3 --threads 1 --minutes 60 --resume \
+        --out runs/hi-cglow-32-long
 """
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr-patience", type=int, default=5, help="epochs without improvement before lr x 0.8")
     p.add_argument("--fresh", action="store_true", help="draw a new training set every epoch")
-    p.add_argument("--init", default=None, help="start from this prior folder's weights (same architecture)")
+    p.add_argument("--init", default=None, help="start from this prior's weights (shipped name or folder; "
+                   "same architecture)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.safetensors if it exists")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args(argv)
@@ -122,8 +125,10 @@ def main(argv=None) -> None:
     t0 = time.time()
     parent = None
     if args.init is not None:
+        from bayessky.priors import resolve_prior
         from bayessky.priors.checkpoint import read_card
 
+        args.init = str(resolve_prior(args.init))
         parent = read_card(args.init)
         arch = parent["architecture"]
         args.levels, args.steps, args.hidden = arch["levels"], arch["steps"], arch["hidden"]

@@ -199,6 +199,10 @@ PLANS: dict[str, Plan] = {
         Plan(cuda=True, extra=HI_SMALL),
     "python examples/train_hi_cglow.py --kind maf --size 32 --out runs/hi-maf-32 --minutes 3":
         Plan(extra=HI_SMALL),
+    # continues the shipped network (its architecture, not --levels/--steps/--hidden)
+    "OMP_NUM_THREADS=1 python examples/train_hi_cglow.py --size 32 --init hi-cglow-32 --fresh "
+    "--n-train 30000 --lr 1e-4 --lr-patience 3 --threads 1 --minutes 60 --resume --out runs/hi-cglow-32-long":
+        Plan(extra=TRAIN_SMALL),
 }
 # the second, identical survey command resumes the first: every map is already done
 SURVEY = "bayessky run dust_inpainting --data patches.csv --engine map --workers 2 --out dust-run --combine"
