@@ -6,7 +6,7 @@ of maps, Dask LocalCluster of single-threaded worker processes):
 
 - HI parameters: ``hi_parameters`` on 32 x 32 hi-toy-v1 maps, learned likelihood (shipped
   ``hi-cglow-32``), grid engine (40 x 40 grid, the model's default), blocks of maps per task vs
-  one map per task;
+  one map per task, and blocks whose maps x grid points run in one batch (``map_batch``);
 - dust: ``dust_inpainting`` on 64 x 64 dust-toy-v1 maps with the shipped ``dust-glow-64`` prior and a
   per-map strip mask, the MAP engine (200 L-BFGS steps; NUTS, not timed here, costs far more).
 
@@ -58,7 +58,8 @@ def _measure(job: JobSpec, inputs: SurveyInputs, n: int, workers: int, block: in
     # a map the engine fails on (e.g. a MAP optimisation diverging to NaN) is part of the survey's
     # cost too: counted and reported, as bayessky run records it in failures.csv
     failed = {r.index: r.error for r in results if r.error}
-    return {"workers": workers, "block_size": block, "maps": n, "failed": failed, "wall_s": round(wall, 2),
+    return {"workers": workers, "block_size": block, "map_batch": job.engine_options.get("map_batch", 1),
+            "maps": n, "failed": failed, "wall_s": round(wall, 2),
             "maps_per_hour": round(n / wall * 3600, 1), "core_s_per_map": round(wall * workers / n, 2)}
 
 
@@ -93,10 +94,15 @@ def main() -> None:
     for w in args.workers:
         for block in sorted({1, args.hi_block}):
             runs["hi"].append(_measure(hi_job, _inputs(hi), args.hi_maps, w, block))
+        if args.hi_block > 1:  # the block's maps x grid points in one batch (--set map_batch)
+            batched = JobSpec("hi_parameters", "grid", {}, {"num_samples": 1000, "map_batch": args.hi_block},
+                              seed=0)
+            runs["hi"].append(_measure(batched, _inputs(hi), args.hi_maps, w, args.hi_block))
         runs["dust"].append(_measure(dust_job, _inputs(dust, masks, 0.05), args.dust_maps, w, 1))
     one = {k: min((r for r in v if r["workers"] == 1), key=lambda r: r["core_s_per_map"])
            for k, v in runs.items()}
-    wall = {(k, r["workers"], r["block_size"]): r["wall_s"] for k, v in runs.items() for r in v}
+    wall = {(k, r["workers"], r["block_size"], r["map_batch"]): r["wall_s"]
+            for k, v in runs.items() for r in v}
     best = {k: {w: max(r["maps_per_hour"] for r in v if r["workers"] == w) for w in args.workers}
             for k, v in runs.items()}
     result = {
@@ -109,8 +115,12 @@ def main() -> None:
                "engine": "grid 40x40, 1000 draws", "runs": runs["hi"]},
         "dust": {"model": "dust_inpainting", "map": "64x64 dust-toy-v1, strip mask, noise 0.05",
                  "prior": "dust-glow-64", "engine": "map (200 L-BFGS steps)", "runs": runs["dust"]},
-        "grid_block_speedup": {f"workers={w}": round(wall["hi", w, 1] / wall["hi", w, args.hi_block], 3)
-                               for w in args.workers} if args.hi_block != 1 else None,
+        "grid_block_speedup": {
+            f"workers={w}": round(wall["hi", w, 1, 1] / wall["hi", w, args.hi_block, 1], 3)
+            for w in args.workers} if args.hi_block != 1 else None,
+        "grid_map_batch_speedup": {
+            f"workers={w}": round(wall["hi", w, 1, 1] / wall["hi", w, args.hi_block, args.hi_block], 3)
+            for w in args.workers} if args.hi_block != 1 else None,
         "scaling_efficiency": {k: {f"workers={w}": round(best[k][w] / (w * best[k][min(args.workers)]), 3)
                                    for w in args.workers} for k in best},
         "projection": {name: {**_project(one[kind]["core_s_per_map"], n, args.cores_per_node, args.nodes),

@@ -308,6 +308,84 @@ def _evaluate_points(ev, flat: dict, log_prior: np.ndarray, log_lik: np.ndarray,
     return chunk_size, probe
 
 
+def _data_site(evaluator, datasets: list[tuple], flat: dict) -> str | None:
+    """The observed site that carries the data set and nothing else does, or None.
+
+    Traces the model on data sets 0 and 1 at the first grid point: the site must hold exactly
+    each data set as its value, and every other site's log-prob must be the same for both (data
+    used elsewhere, e.g. in a ``pyro.factor``, cannot be swapped in by conditioning one site).
+    """
+    cond = {k: v[0] for k, v in flat.items()}
+    traces = []
+    for data_args in datasets[:2]:
+        ev = BatchEvaluator(evaluator.model, data_args, evaluator.kwargs, info=evaluator.info, name="grid")
+        traces.append(ev._trace(cond))
+    found = []
+    for name, site in evaluator.info.sites.items():
+        if site.kind != "observed":
+            continue
+        vals = [tr.nodes[name]["value"] for tr in traces]
+        data = [torch.as_tensor(d[0]) for d in datasets[:2]]
+        if all(v.shape == d.shape and torch.equal(v, d.to(v)) for v, d in zip(vals, data)):
+            found.append(name)
+    if len(found) != 1:
+        return None
+    for name in evaluator.info.sites:
+        if name == found[0]:
+            continue
+        a, b = (tr.nodes[name].get("log_prob") for tr in traces)
+        if a is not None and not torch.equal(a, b):
+            return None
+    return found[0]
+
+
+def _evaluate_maps(ev, flat: dict, site: str, data: torch.Tensor, lo: int, hi: int):
+    """Log-prior and log-likelihood (K, hi - lo) of grid points ``lo:hi`` for the K data sets
+    ``data`` (K, ...) in ONE model call: the points repeated per data set and the data site
+    conditioned on the matching data set, a batch of K x (hi - lo)."""
+    names = list(flat)
+    lik_sites = [n for n in ev.info.sites if n not in names]
+    k, n = data.shape[0], hi - lo
+    values = {name: v[lo:hi].repeat(k) for name, v in flat.items()}
+    values[site] = data.repeat_interleave(n, dim=0)
+    res = ev(values)
+    lp = res.total(names).detach().reshape(k, n)
+    ll = res.total(lik_sites).detach().reshape(k, n)
+    return lp.cpu().numpy(), ll.cpu().numpy()
+
+
+def _evaluate_stack(evaluator, datasets, flat, log_prior, log_lik, map_batch: int, chunk_size: int,
+                    bar) -> int:
+    """Data sets 1, 2, ... in batches of ``map_batch`` (data set 0 is done); returns the number of
+    data sets now done: all of them, or 1 when the model does not allow batching them."""
+    site = _data_site(evaluator, datasets, flat)
+    if site is None:
+        return 1
+    n_points = log_prior.shape[1]
+    per_map = max(1, chunk_size // map_batch)
+    data = [torch.as_tensor(d[0], device=evaluator.info.device) for d in datasets]
+    # check on the first points: data sets 0 and 1 in one call against their one-map numbers
+    n = min(per_map, n_points)
+    lp2, ll2 = _evaluate_maps(evaluator, flat, site, torch.stack(data[:2]), 0, n)
+    ev1 = BatchEvaluator(evaluator.model, datasets[1], evaluator.kwargs, info=evaluator.info, name="grid")
+    ev1.mode = evaluator.mode
+    ref_p, ref_l = np.empty((2, n)), np.empty((2, n))
+    _evaluate_points(ev1, {k: v[:n] for k, v in flat.items()}, ref_p[1], ref_l[1], n, 0.0, None)
+    ref_p[0], ref_l[0] = log_prior[0, :n], log_lik[0, :n]
+    if not (np.allclose(lp2, ref_p, rtol=1e-5, atol=1e-6, equal_nan=True)
+            and np.allclose(ll2, ref_l, rtol=1e-5, atol=1e-6, equal_nan=True)):
+        return 1
+    for m0 in range(1, len(datasets), map_batch):
+        block = torch.stack(data[m0:m0 + map_batch])
+        for lo in range(0, n_points, per_map):
+            hi = min(n_points, lo + per_map)
+            lp, ll = _evaluate_maps(evaluator, flat, site, block, lo, hi)
+            log_prior[m0:m0 + len(block), lo:hi], log_lik[m0:m0 + len(block), lo:hi] = lp, ll
+            if bar is not None:
+                bar.update(len(block) * (hi - lo))
+    return len(datasets)
+
+
 def _bytes_per_point(res, B: int) -> float:
     total = sum(t.numel() * t.element_size() for t in res.log_prob.values())
     total += sum(t.numel() * t.element_size() for t in res.values.values())
@@ -325,6 +403,7 @@ def grid(
     device=None,
     dtype: torch.dtype | None = None,
     progress_bar: bool = False,
+    map_batch: int = 1,
     **model_kwargs,
 ) -> GridPosterior:
     r"""Evaluate the posterior of a model on the outer product of ``grid`` axes.
@@ -344,6 +423,12 @@ def grid(
         device, dtype: where and in what precision grid values are made (default: those of the
             first floating tensor argument; use float64 for sharp posteriors).
         progress_bar: a tqdm bar over the grid points evaluated (chunk by chunk).
+        map_batch: with ``stack=True``, evaluate up to this many data sets in one model call
+            (data sets x grid points in one batch; the chunk then holds ``chunk_size //
+            map_batch`` points of each). Used where the model allows it: its data argument is
+            the value of one observed site and enters nothing else (checked by tracing two data
+            sets, then the first batched call is compared with one-map evaluations); otherwise
+            the data sets run one after another, as with ``map_batch=1``.
 
     Returns:
         :class:`GridPosterior`.
@@ -381,13 +466,19 @@ def grid(
 
     bar = tqdm(total=len(datasets) * math.prod(shape), desc="grid", unit="point", disable=not progress_bar,
                leave=False)
+    if int(map_batch) != map_batch or map_batch < 1:
+        raise ValueError(f"grid: map_batch must be a positive integer, got {map_batch!r}")
     with torch.no_grad(), bar:
-        for m, data_args in enumerate(datasets):
-            ev = evaluator
-            if m > 0:
-                ev = BatchEvaluator(model, data_args, model_kwargs, info=evaluator.info, name="grid")
-                ev.mode = evaluator.mode
-            # the first data set fixes the chunk size (from a probe call) for all of them
+        # the first data set fixes the chunk size (from a probe call) for all of them
+        chunk_size, probe = _evaluate_points(evaluator, flat, log_prior[0], log_lik[0], chunk_size,
+                                             memory_budget_mb, probe, bar)
+        done = 1
+        if map_batch > 1 and len(datasets) > 1:
+            done = _evaluate_stack(evaluator, datasets, flat, log_prior, log_lik, int(map_batch),
+                                   chunk_size, bar)
+        for m in range(done, len(datasets)):
+            ev = BatchEvaluator(model, datasets[m], model_kwargs, info=evaluator.info, name="grid")
+            ev.mode = evaluator.mode
             chunk_size, probe = _evaluate_points(ev, flat, log_prior[m], log_lik[m], chunk_size,
                                                  memory_budget_mb, probe, bar)
     if prior == "uniform":
