@@ -207,7 +207,10 @@ def main(argv=None) -> None:
     path = Path(args.out) / "card.json"
     card_json = json.loads(path.read_text())
     card_json["metrics"].update({"test_nll_exact": exact, "test_nll_learned": learned,
-                                 "test_nll_gap_nats": learned - exact, "n_parameters": n_params})
+                                 "test_nll_gap_nats": learned - exact, "n_parameters": n_params,
+                                 "val_nll_exact": exact_nll(xv, cv, std)})
+    # the learning curve (per epoch: train and validation NLL per map, lr, cumulative seconds)
+    card_json["training"]["curve"] = json.loads((Path(args.out) / "history.json").read_text())
     from bayessky.atomic import write_json
 
     write_json(path, card_json)
