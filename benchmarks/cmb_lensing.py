@@ -247,6 +247,8 @@ def model_eval_timing(cl, sim, options, repeats: int) -> dict:
 
 # -- figure --------------------------------------------------------------------------------------------------
 def figure(sim, recs: dict, results: dict, edges, path: Path) -> None:
+    """Truth and each run's reconstruction of phi, f and dust (one colour scale and bar per row,
+    the truth's 1-99 %), and the per-multipole accuracy of every run below."""
     import matplotlib
     import matplotlib.ticker
 
@@ -254,53 +256,58 @@ def figure(sim, recs: dict, results: dict, edges, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(recs)
-    rows = [("phi", r"$\phi$", "lensing potential"), ("f", r"$f$, unlensed CMB", r"$\mu$K"),
-            ("dust", "dust at 353 GHz", r"$\mu$K")]
+    # (key, row label, colour-bar label, display factor): phi is ~1e-6, shown in units of 1e-6
+    rows = [("phi", r"lensing potential $\phi$", r"$\phi$ [$10^{-6}$]", 1e6),
+            ("f", r"unlensed CMB $f$", r"$\mu$K", 1.0),
+            ("dust", "dust at 353 GHz", r"$\mu$K", 1.0)]
     panels = [("phi_corr", r"$r(\hat\phi, \phi)$"),
               ("cmb_resid_over_cltt", r"$C_\ell(\hat f - f)\,/\,C_\ell^{TT}$"),
               ("dust_resid_over_dust_power", r"$C_\ell(\hat d - d)\,/\,C_\ell^{dd}$")]
-    shape = (len(rows) + 1, max(len(names) + 1, len(panels)))  # the bottom row needs 3 panels
-    fig, axes = plt.subplots(*shape, figsize=(2.6 * shape[1], 2.5 * shape[0]), squeeze=False)
-    for i, (key, label, units) in enumerate(rows):
-        truth = sim[key]
+    ncol = max(len(names) + 1, len(panels))
+    fig = plt.figure(figsize=(2.5 * ncol + 0.8, 2.5 * (len(rows) + 1)))
+    # a narrow last column holds each row's colour bar, so no bar covers a panel or a title
+    grid = fig.add_gridspec(len(rows) + 1, ncol + 1, width_ratios=[1.0] * ncol + [0.06],
+                            wspace=0.12, hspace=0.35)
+    for i, (key, label, units, factor) in enumerate(rows):
+        truth = factor * np.asarray(sim[key])
         lim = (float(np.percentile(truth, 1)), float(np.percentile(truth, 99)))
         cmap = "RdBu_r" if key != "dust" else "magma"
-        im = axes[i, 0].imshow(truth, origin="lower", vmin=lim[0], vmax=lim[1], cmap=cmap)
-        axes[i, 0].set_title(f"true {label}", fontsize=8)
-        for j, name in enumerate(names):
-            ax = axes[i, j + 1]
-            img = recs[name].get(key)
+        for j, name in enumerate(["truth"] + names):
+            ax = fig.add_subplot(grid[i, j])
+            img = sim[key] if j == 0 else recs[name].get(key)
             if img is not None:
-                ax.imshow(img, origin="lower", vmin=lim[0], vmax=lim[1], cmap=cmap)
+                im = ax.imshow(factor * np.asarray(img), origin="lower", vmin=lim[0], vmax=lim[1], cmap=cmap)
             else:  # e.g. phi of the no-lensing run: fixed to 0, nothing reconstructed
                 ax.text(0.5, 0.5, "not reconstructed\n(fixed to 0)", ha="center", va="center",
                         transform=ax.transAxes, fontsize=8)
-            ax.set_title(f"{name}: {label}", fontsize=8)
-        # one colour scale per row (the truth's 1-99 %), so one bar with the units says it
-        bar = fig.colorbar(im, ax=list(axes[i, :len(names) + 1]), fraction=0.015, pad=0.01)
+            if i == 0:
+                ax.set_title(name.replace("_", " "), fontsize=9)
+            if j == 0:
+                ax.set_ylabel(label, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        bar = fig.colorbar(im, cax=fig.add_subplot(grid[i, ncol]))
         bar.set_label(units, fontsize=8)
-    for ax in axes[:-1].ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
+        bar.ax.tick_params(labelsize=7)
     centres = np.sqrt(edges[1:] * edges[:-1])
     colours = {name: f"C{i}" for i, name in enumerate(names)}  # one colour per run in every panel
+    # the accuracy panels get room for their log axes' tick labels between them
+    bottom = grid[len(rows), :].subgridspec(1, ncol + 1, width_ratios=[1.0] * ncol + [0.06], wspace=0.45)
     for k, (key, label) in enumerate(panels):
-        ax = axes[-1, k]
+        ax = fig.add_subplot(bottom[0, k])
         for name in names:
             vals = results[name].get(key)
             if vals is not None:
-                ax.plot(centres, vals, "o-", ms=3, label=name, color=colours[name])
+                ax.plot(centres, vals, "o-", ms=3, label=name.replace("_", " "), color=colours[name])
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         if key != "phi_corr":
             ax.set_yscale("log")
-        ax.set_xlabel(r"multipole $\ell$")
-        ax.set_title(label, fontsize=8)
+        ax.set_xlabel(r"multipole $\ell$", fontsize=8)
+        ax.set_title(label, fontsize=9)
+        ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)  # every panel: not every run has every curve (no phi without lensing)
-    for ax in axes[-1, len(panels):]:
-        ax.axis("off")
-    fig.subplots_adjust(wspace=0.4, hspace=0.3)  # room for the log axes' tick labels between panels
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 

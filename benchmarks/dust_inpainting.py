@@ -337,13 +337,16 @@ def figures(out: Path, all_maps: list[dict], records: list[dict], thresholds: np
         fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9))
         lo, hi = np.nanmin(m["truth"]), np.nanmax(m["truth"])
         for ax, (title, img) in zip(axes, panels):
-            ax.imshow(img, origin="lower", cmap="inferno", vmin=min(lo, 0), vmax=hi)
+            im = ax.imshow(img, origin="lower", cmap="inferno", vmin=min(lo, 0), vmax=hi)
             ax.contour(m["mask"], [0.5], colors="c", linewidths=0.5)
             ax.set_title(title, fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
         fig.suptitle(f"map {records[j]['index']} ({records[j]['mask']} mask)", fontsize=9)
         fig.tight_layout()
+        # every panel shares the truth's colour scale: one bar, in dust-toy's intensity units
+        bar = fig.colorbar(im, ax=list(axes), fraction=0.012, pad=0.01)
+        bar.set_label(r"intensity $I / \langle I \rangle$", fontsize=8)
         path = out / f"dust_inpainting_map{j}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)

@@ -150,7 +150,7 @@ def main(argv=None) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(16, 8))
+    fig = plt.figure(figsize=(16, 9.5))  # room for healpy's colour-bar labels between the rows
     view = dict(
         rot=(args.centre[0], args.centre[1]),
         xsize=500,
@@ -158,6 +158,7 @@ def main(argv=None) -> dict:
         cmap="inferno",
         min=0.0,
         max=float(np.percentile(true_patch, 99.5)),
+        unit="intensity I / <I>",  # dust-toy-v1 intensities have mean 1
     )
     hp.mollview(
         np.log(sky),
@@ -165,6 +166,7 @@ def main(argv=None) -> dict:
         sub=(2, 3, 1),
         title="ln I (full sky), patch in cyan",
         cmap="inferno",
+        unit="ln(I / <I>)",
     )
     hp.projplot(
         *proj.lonlat(
@@ -196,15 +198,18 @@ def main(argv=None) -> dict:
         rot=view["rot"],
         xsize=500,
         reso=view["reso"],
+        unit=view["unit"],
     )
     ax = fig.add_subplot(2, 3, 6)
     if len(draws) > 1:
-        ax.imshow(std, origin="lower", cmap="magma")
+        im = ax.imshow(std, origin="lower", cmap="magma")
         ax.set_title("posterior std (patch)")
     else:  # a MAP run has no spread: show the flat patch estimate instead
-        ax.imshow(mean, origin="lower", cmap="inferno", vmin=view["min"], vmax=view["max"])
+        im = ax.imshow(mean, origin="lower", cmap="inferno", vmin=view["min"], vmax=view["max"])
         ax.set_title("MAP estimate (flat patch)")
     ax.contour(pmask, [0.5], colors="c", linewidths=0.5)
+    ax.set_xlabel("patch pixel")
+    fig.colorbar(im, ax=ax, orientation="horizontal", fraction=0.05, pad=0.2).set_label(view["unit"])
     # healpy places its titles above the axes' box: the tight box keeps them in the file
     fig.savefig(out / "healpix_dust_patch.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
