@@ -25,6 +25,8 @@ leapfrog steps (= gradients) of the kept draws, masked-pixel min bulk/tail ESS a
 fraction of negative intensities. The machine is shared: compare ratios, not absolute seconds.
 
     OMP_NUM_THREADS=1 nice python benchmarks/dust_preconditioning.py --configs flow-map flow-latent
+    OMP_NUM_THREADS=1 nice python benchmarks/dust_preconditioning.py --engine mclmc --chains 4 \
+        --warmup 1000 --samples 2000 --configs flow-map flow-latent
 """
 
 from __future__ import annotations
@@ -91,11 +93,19 @@ def run_config(name: str, args, truth, mask, data) -> dict:
     if pc is not None and pc.startswith("grf-"):
         precondition = grf_approximation(prior, data, mask, sigma, pc)
     t0 = time.perf_counter()
-    idata = infer.nuts(dust_inpainting.model, d, mask=m, prior=prior, space=space, noise_sigma=sigma,
-                       backend="fast", num_chains=args.chains, warmup_steps=args.warmup,
-                       num_samples=args.samples, init_strategy=args.init, precondition=precondition,
-                       max_tree_depth=args.max_tree_depth, chain_method=args.chain_method,
-                       progress_bar=False, seed=args.seed)
+    if args.engine == "nuts":
+        idata = infer.nuts(dust_inpainting.model, d, mask=m, prior=prior, space=space, noise_sigma=sigma,
+                           backend="fast", num_chains=args.chains, warmup_steps=args.warmup,
+                           num_samples=args.samples, init_strategy=args.init, precondition=precondition,
+                           max_tree_depth=args.max_tree_depth, chain_method=args.chain_method,
+                           progress_bar=False, seed=args.seed)
+    else:
+        if precondition is not None:
+            raise SystemExit(f"--engine {args.engine}: config {name!r} has a preconditioner (nuts only)")
+        idata = infer.mclmc(dust_inpainting.model, d, mask=m, prior=prior, space=space, noise_sigma=sigma,
+                            num_chains=args.chains, warmup_steps=args.warmup, num_samples=args.samples,
+                            init_strategy=args.init, adjusted=args.engine == "mams",
+                            progress_bar=False, seed=args.seed)
     seconds = time.perf_counter() - t0
     draws = idata.posterior["I"].values.astype(np.float64)  # (chains, draws, n, n)
     hole = mask < 0.5
@@ -103,12 +113,14 @@ def run_config(name: str, args, truth, mask, data) -> dict:
     flat = draws.reshape(-1, *draws.shape[-2:])
     mean = flat.mean(0)
     ss = idata.sample_stats
-    out = {"config": name, "prior": prior, "space": space,
+    out = {"config": name, "engine": args.engine, "prior": prior, "space": space,
            "precondition": pc, "seconds": seconds,
            "gradients_sampling": int(ss["n_steps"].values.sum()),
            "leapfrog_per_draw": float(ss["n_steps"].values.mean()),
            "step_size_mean": float(ss["step_size"].values.mean()),
            "divergences": int(ss["diverging"].values.sum()),
+           "ess_bulk_min_per_1000_gradients":
+               1000 * conv["ess_bulk_min"] / max(int(ss["n_steps"].values.sum()), 1),
            "ess_bulk_min_masked": conv["ess_bulk_min"], "ess_tail_min_masked": conv["ess_tail_min"],
            "rhat_max_masked": conv["rhat_max"],
            "ess_bulk_min_per_second": conv["ess_bulk_min"] / seconds,
@@ -126,6 +138,8 @@ def run_config(name: str, args, truth, mask, data) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--engine", default="nuts", choices=["nuts", "mclmc", "mams"],
+                   help="bayessky.infer.nuts (fast backend), or mclmc (unadjusted / adjusted)")
     p.add_argument("--chains", type=int, default=2)
     p.add_argument("--warmup", type=int, default=150)
     p.add_argument("--samples", type=int, default=150)
@@ -142,7 +156,8 @@ def main(argv=None) -> dict:
     results = []
     for name in args.configs:
         rec = run_config(name, args, truth, mask, data)
-        rec["settings"] = {k: getattr(args, k) for k in ("chains", "warmup", "samples", "max_tree_depth",
+        rec["settings"] = {k: getattr(args, k) for k in ("engine", "chains", "warmup", "samples",
+                                                          "max_tree_depth",
                                                           "init", "chain_method", "seed", "map_seed")}
         results.append(rec)
         if args.jsonl:
