@@ -94,20 +94,8 @@ def fit_guide(model, guide, args, kwargs, *, steps: int, optimizer: str, lr: flo
         params = list({id(t): t for t in (site["value"].unconstrained()
                                           for site in capture.trace.nodes.values())}.values())
         params = [p for p in params if p.requires_grad]
-        opt = torch.optim.LBFGS(params, lr=1.0 if lr is None else lr, max_iter=steps,
-                                max_eval=int(steps * 1.25) + 10, tolerance_grad=tol,
-                                tolerance_change=tol * 1e-3, history_size=50,
-                                line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            loss = loss_fn(model, guide, *args, **kwargs)
-            loss.backward()
-            losses.append(loss.item())
-            bar.update(1)
-            return loss
-
-        opt.step(closure)
+        _lbfgs(params, lambda: loss_fn(model, guide, *args, **kwargs), losses, bar,
+               steps=steps, lr=1.0 if lr is None else lr, tol=tol)
     elif optimizer == "adam":
         lr = 0.01 if lr is None else lr
         # ClippedAdam: Adam with per-step lr decay (lrd) and elementwise gradient clipping, the
@@ -127,6 +115,58 @@ def fit_guide(model, guide, args, kwargs, *, steps: int, optimizer: str, lr: flo
         raise RuntimeError(f"{name}: the loss became non-finite ({losses[-1]}); lower lr or check "
                            "the model's support")
     return losses
+
+
+class _NonFinite(Exception):
+    """An L-BFGS trial point with non-finite parameters or loss."""
+
+
+def _lbfgs(params: list, loss_fn, losses: list, bar, *, steps: int, lr: float, tol: float,
+           restarts: int = 4) -> None:
+    """torch's L-BFGS (strong Wolfe line search) on ``params``, restarted from the best point
+    seen with a 4x smaller ``lr`` when a trial point goes non-finite.
+
+    torch's line search has no guard against a step into a region where the loss overflows (a
+    flow's inverse far outside its training range): the interpolation then turns the step, and
+    every parameter, into NaN, and the model refuses the NaN values. A trial point whose
+    parameters or loss are not finite ends the pass instead; the best finite point so far is
+    restored and a new pass starts from there, with the evaluations left.
+    """
+    best = {"loss": math.inf, "values": None}
+    budget = int(steps * 1.25) + 10
+
+    def closure():
+        if not all(bool(torch.isfinite(p).all()) for p in params):
+            raise _NonFinite
+        opt.zero_grad()
+        loss = loss_fn()
+        if not torch.isfinite(loss):
+            raise _NonFinite
+        loss.backward()
+        value = loss.item()
+        losses.append(value)
+        bar.update(1)
+        if value < best["loss"]:
+            best["loss"], best["values"] = value, [p.detach().clone() for p in params]
+        return loss
+
+    for attempt in range(restarts + 1):
+        left = budget - len(losses)
+        if left <= 0:
+            break
+        opt = torch.optim.LBFGS(params, lr=lr * 0.25 ** attempt, max_iter=min(steps, left), max_eval=left,
+                                tolerance_grad=tol, tolerance_change=tol * 1e-3, history_size=50,
+                                line_search_fn="strong_wolfe")
+        try:
+            opt.step(closure)
+            return
+        except _NonFinite:
+            if best["values"] is None:
+                raise RuntimeError("lbfgs: the loss is not finite at the start; check the model's "
+                                   "support and init_strategy") from None
+            with torch.no_grad():
+                for p, v in zip(params, best["values"]):
+                    p.copy_(v)
 
 
 def gradient_snr(optim) -> float:
