@@ -179,12 +179,19 @@ def main(argv=None) -> None:
         card["training"] = {"init_from": {
             "prior": str(args.init), "weights_sha256": parent.get("weights_sha256"),
             "epochs_run": pt.get("epochs_run"), "time_s": pt.get("time_s"), "hardware": pt.get("hardware"),
-            "n_train": parent["data"].get("n_train")}}
+            "n_train": parent["data"].get("n_train"), "lr": pt.get("lr"), "curve": pt.get("curve"),
+            "init_from": pt.get("init_from")}}  # the chain of earlier runs, oldest innermost
     if args.fresh:
-        card["data"]["fresh_every_epoch"] = {"n_train": args.n_train, "seed": f"{FRESH_SEED} + epoch"}
+        # after a parent that trained on fresh maps too, go on past the seeds it used
+        offset = 0
+        if parent is not None and parent["data"].get("fresh_every_epoch"):
+            offset = (int(parent["data"]["fresh_every_epoch"].get("seed_offset", 0))
+                      + int(parent["training"]["epochs_run"]))
+        card["data"]["fresh_every_epoch"] = {"n_train": args.n_train, "seed_offset": offset,
+                                             "seed": f"{FRESH_SEED + offset} + epoch"}
 
         def train_data(epoch: int):
-            xe, ce = draw(args.n_train, args.size, FRESH_SEED + epoch, dev)
+            xe, ce = draw(args.n_train, args.size, FRESH_SEED + offset + epoch, dev)
             return transform(xe), ce
     else:
         train_data = (y, c)
