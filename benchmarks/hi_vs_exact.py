@@ -134,12 +134,18 @@ def summarise(axes, log_w, truth, log_w_exact=None, exact_summary=None) -> dict:
         res["rmse_ratio"] = {k: res["rmse"][k] / exact_summary["rmse"][k] for k in NAMES}
         res["std_ratio"] = {k: res["mean_posterior_std"][k] / exact_summary["mean_posterior_std"][k]
                             for k in NAMES}
+        ex = exact_summary["_s"]
+        shift = {k: (np.asarray(s["mean"][k]) - ex["mean"][k]) / ex["std"][k] for k in NAMES}
         res["mean_shift_in_exact_std"] = {
-            k: {"mean_abs": float(np.mean(np.abs(s["mean"][k] - exact_summary["_s"]["mean"][k])
-                                          / exact_summary["_s"]["std"][k])),
-                "mean_signed": float(np.mean((s["mean"][k] - exact_summary["_s"]["mean"][k])
-                                             / exact_summary["_s"]["std"][k]))}
+            k: {"mean_abs": float(np.mean(np.abs(shift[k]))), "mean_signed": float(np.mean(shift[k])),
+                "rms": float(np.sqrt(np.mean(shift[k] ** 2)))}
             for k in NAMES}
+        # the maps whose learned mean sits farthest from the exact one (either parameter), with
+        # their truth and the exact mean: are they the ones at the edge of the prior box?
+        worst = np.argsort(-np.max(np.abs(np.stack([shift[k] for k in NAMES])), axis=0))[:5]
+        res["worst_maps"] = [{"map": int(j), "truth": [float(t) for t in truth[j]],
+                              "exact_mean": [float(exact_summary["_s"]["mean"][k][j]) for k in NAMES],
+                              "shift_in_exact_std": [float(shift[k][j]) for k in NAMES]} for j in worst]
         res["targets"] = targets(res)
     res["_s"] = s
     return res

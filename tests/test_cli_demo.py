@@ -4,7 +4,7 @@ The demo's exact-likelihood posterior is recomputed here from the map it wrote (
 a plain-numpy hi-toy-v1 likelihood (``tests/_hi_reference.py``, written from the specification in
 ``bayessky.families.hi_toy``) on the same cell-centred grid and a flat prior; its learned
 posterior (the shipped prior ``hi-cglow-32``) must then lie near the exact one. On this map the
-full-resolution demo measures learned - exact = +1.45 / -1.21 exact sd (an outlier among the 100
+full-resolution demo measures learned - exact = +1.60 / -1.28 exact sd (an outlier among the 100
 benchmark maps, see README), so the bound is 2.5 exact sd. The demo runs the packaged model
 ``bayessky.models.hi_parameters``, so it works from an installed (non-editable) package.
 """
