@@ -86,3 +86,29 @@ def test_a_tampered_output_is_recomputed(tmp_path):
     assert_same_posterior(out / "posterior_001.nc", ref)  # recomputed, same values
     now = os.stat(out / "posterior_000.nc")
     assert (now.st_ino, now.st_mtime_ns) == (keep.st_ino, keep.st_mtime_ns)
+
+
+def test_combine_pads_traces_of_different_lengths(tmp_path):
+    """--combine of MAP runs whose optimisation traces differ in length (L-BFGS stops when it
+    converges): one InferenceData, the shorter trace padded with NaN, every value in its place."""
+    import arviz as az
+    import numpy as np
+    import xarray as xr
+
+    from bayessky.survey import combine_posteriors
+
+    paths = {}
+    for i, n in ((0, 3), (1, 5)):
+        idata = az.from_dict(posterior={"x": np.full((1, 1), float(i))})
+        # as the MAP engine writes it: a "step" dimension without coordinates
+        idata.add_groups(optimization=xr.Dataset({"loss": ("step", np.arange(n, dtype=float) + 10 * i)}))
+        paths[i] = tmp_path / f"posterior_{i:03d}.nc"
+        idata.to_netcdf(str(paths[i]))
+    out = combine_posteriors(paths, tmp_path / "posterior.nc")
+    both = az.from_netcdf(out)
+    np.testing.assert_array_equal(both.posterior["x"].values.ravel(), [0.0, 1.0])
+    loss = both.optimization["loss"].values
+    assert loss.shape == (2, 5)
+    np.testing.assert_array_equal(loss[0, :3], [0.0, 1.0, 2.0])
+    assert np.isnan(loss[0, 3:]).all()
+    np.testing.assert_array_equal(loss[1], [10.0, 11.0, 12.0, 13.0, 14.0])

@@ -21,8 +21,12 @@ def combine_posteriors(paths: dict[int, Path], out: Path):
     groups = [g for g in datas[0].groups() if all(g in d.groups() for d in datas)]
     combined = {}
     for g in groups:
-        parts = [getattr(d, g) for d in datas]
-        combined[g] = xr.concat(parts, dim="map", coords="minimal", compat="override",
+        # a dimension without coordinates (e.g. the MAP engine's optimisation "step", as long as
+        # each map's L-BFGS run) cannot be aligned across maps of different lengths: give it its
+        # integer positions, so the outer join pads the shorter maps with NaN
+        parts = [d_g.assign_coords({k: range(n) for k, n in d_g.sizes.items() if k not in d_g.coords})
+                 for d_g in (getattr(d, g) for d in datas)]
+        combined[g] = xr.concat(parts, dim="map", coords="minimal", compat="override", join="outer",
                                 combine_attrs="drop_conflicts").assign_coords(map=order)
     idata = az.InferenceData(**combined)
     with atomic_path(out) as tmp:
