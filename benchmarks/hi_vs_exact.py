@@ -144,7 +144,7 @@ def summarise(axes, log_w, truth, log_w_exact=None, exact_summary=None) -> dict:
         # their truth and the exact mean: are they the ones at the edge of the prior box?
         worst = np.argsort(-np.max(np.abs(np.stack([shift[k] for k in NAMES])), axis=0))[:5]
         res["worst_maps"] = [{"map": int(j), "truth": [float(t) for t in truth[j]],
-                              "exact_mean": [float(exact_summary["_s"]["mean"][k][j]) for k in NAMES],
+                              "exact_mean": [float(ex["mean"][k][j]) for k in NAMES],
                               "shift_in_exact_std": [float(shift[k][j]) for k in NAMES]} for j in worst]
         res["targets"] = targets(res)
     res["_s"] = s

@@ -135,7 +135,10 @@ def main(argv=None) -> None:
         if parent.get("kind") != args.kind or tuple(arch["shape"]) != (1, args.size, args.size):
             p.exit(2, f"{p.prog}: error: --init: {args.init} is a {parent.get('kind')} of shape "
                       f"{arch['shape']}, not a {args.kind} at {args.size}x{args.size}\n")
-    x, c = draw(args.n_train, args.size, SEEDS["train"], dev)
+    # the fixed training set: trained on, or (without a parent) the source of the standardisation
+    x = c = None
+    if not args.fresh or parent is None:
+        x, c = draw(args.n_train, args.size, SEEDS["train"], dev)
     xv, cv = draw(args.n_val, args.size, SEEDS["val"], dev)
     xt, ct = draw(args.n_test, args.size, SEEDS["test"], dev)
     if parent is not None:  # the network was trained in its parent's standardised space
@@ -145,8 +148,9 @@ def main(argv=None) -> None:
         logx = torch.log10(x)
         mean, std = float(logx.mean()), float(logx.std())
     transform = compose(Log10Transform(), StandardiseTransform(mean, std))
-    y, yv, yt = (transform(v) for v in (x, xv, xt))
-    print(f"data: {len(x)} train maps in {time.time() - t0:.1f}s; log10 mean {mean:.4f} std {std:.4f}")
+    yv, yt = transform(xv), transform(xt)
+    n_fixed = "fresh" if args.fresh else len(x)
+    print(f"data: {n_fixed} train maps in {time.time() - t0:.1f}s; log10 mean {mean:.4f} std {std:.4f}")
 
     net = build(args.kind, args.size, args).to(dev)
     if parent is not None:
@@ -194,7 +198,7 @@ def main(argv=None) -> None:
             xe, ce = draw(args.n_train, args.size, FRESH_SEED + offset + epoch, dev)
             return transform(xe), ce
     else:
-        train_data = (y, c)
+        train_data = (transform(x), c)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       lr_patience=args.lr_patience, early_stopping=25, seed=args.seed,
                       max_minutes=args.minutes)  # checked between batches: long epochs stop in time

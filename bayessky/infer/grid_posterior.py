@@ -320,12 +320,12 @@ def _data_site(evaluator, datasets: list[tuple], flat: dict) -> str | None:
     for data_args in datasets[:2]:
         ev = BatchEvaluator(evaluator.model, data_args, evaluator.kwargs, info=evaluator.info, name="grid")
         traces.append(ev._trace(cond))
+    data = [torch.as_tensor(d[0]) for d in datasets[:2]]
     found = []
     for name, site in evaluator.info.sites.items():
         if site.kind != "observed":
             continue
         vals = [tr.nodes[name]["value"] for tr in traces]
-        data = [torch.as_tensor(d[0]) for d in datasets[:2]]
         if all(v.shape == d.shape and torch.equal(v, d.to(v)) for v, d in zip(vals, data)):
             found.append(name)
     if len(found) != 1:
@@ -447,6 +447,8 @@ def grid(
         raise ValueError(f"grid: prior must be 'model', 'uniform' or None, got {prior!r}")
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"grid: chunk_size must be a positive integer, got {chunk_size!r}")
+    if int(map_batch) != map_batch or map_batch < 1:
+        raise ValueError(f"grid: map_batch must be a positive integer, got {map_batch!r}")
     memory_budget_mb = _check_budget(memory_budget_mb)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         # grid values are cast to it: an integer dtype would silently truncate the axes
@@ -466,8 +468,6 @@ def grid(
 
     bar = tqdm(total=len(datasets) * math.prod(shape), desc="grid", unit="point", disable=not progress_bar,
                leave=False)
-    if int(map_batch) != map_batch or map_batch < 1:
-        raise ValueError(f"grid: map_batch must be a positive integer, got {map_batch!r}")
     with torch.no_grad(), bar:
         # the first data set fixes the chunk size (from a probe call) for all of them
         chunk_size, probe = _evaluate_points(evaluator, flat, log_prior[0], log_lik[0], chunk_size,

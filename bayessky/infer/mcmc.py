@@ -165,12 +165,9 @@ def _run_fast(name, model, args, kwargs, *, num_samples, warmup_steps, num_chain
     # traced lazily, in each worker process for its own block of chains (a trace fixes the shape)
     potential = TracedPotential(pot, name) if jit else pot
     initial = pot.initial.detach()
-    if isinstance(precondition, str) and precondition == "laplace":
-        # the Hessian at the chains' (common) start, the MAP under init_strategy="map"
-        pre = _precondition.laplace(pot, initial.mean(0))
-    else:
-        pre = _precondition.resolve(precondition, model, args, kwargs, names=pot.names,
-                                    shapes=pot.u_shapes, name=name)
+    # "laplace": the Hessian at the chains' (common) start, the MAP under init_strategy="map"
+    pre = _precondition.resolve(precondition, model, args, kwargs, names=pot.names, shapes=pot.u_shapes,
+                                potential=pot, start=initial.mean(0), name=name)
     if pre is not None:
         # a linear change of variables x = x0 + T z: NUTS runs in z (its adapted mass on top),
         # draws go back through T, so the target is unchanged

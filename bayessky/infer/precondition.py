@@ -389,13 +389,20 @@ def from_model(kind: str, model: Callable, args=(), kwargs=None, *, names, shape
     return _Composite(dim, blocks)
 
 
-def resolve(spec, model: Callable, args, kwargs, *, names, shapes, name: str = "precondition"
-            ) -> Preconditioner | None:
-    """``precondition=`` of an engine -> a :class:`Preconditioner` (or None)."""
+def resolve(spec, model: Callable, args, kwargs, *, names, shapes, potential=None, start=None,
+            name: str = "precondition") -> Preconditioner | None:
+    """``precondition=`` of an engine -> a :class:`Preconditioner` (or None).
+
+    ``"laplace"`` needs the engine's flat ``potential`` and the chains' common ``start`` (D,).
+    """
     if spec is None:
         return None
     if isinstance(spec, Preconditioner):
         return spec
+    if isinstance(spec, str) and spec == "laplace":
+        if potential is None or start is None:
+            raise ValueError(f"{name}: 'laplace' needs the engine's potential and start point")
+        return laplace(potential, start)
     if isinstance(spec, str):
         return from_model(spec, model, args, kwargs, names=names, shapes=shapes)
     raise TypeError(f"{name}: precondition must be None, 'fourier', 'diagonal', 'laplace' or a "
