@@ -193,6 +193,23 @@ def test_set_options_of_another_engine_are_refused(tmp_path, capsys):
     assert meta["engine_options"] == {"steps": 200, "num_samples": 4}
 
 
+@pytest.mark.parametrize("engine, option, says", [
+    ("grid", "map_batch=0", "grid: map_batch must be a positive integer, got 0"),
+    ("nuts", "num_chains=0", "nuts: num_chains must be a positive integer, got 0"),
+    ("nuts", 'init_strategy="mapp"', "nuts: init_strategy: expected one of"),
+    ("map", 'optimizer="sgd"', "map: optimizer must be 'lbfgs' or 'adam', got 'sgd'"),
+])
+def test_a_bad_engine_option_is_refused_before_any_map_runs(tmp_path, capsys, engine, option, says):
+    # each map used to fail on its own, leaving run.json and a failures.csv row per map (exit 3)
+    script = _script(tmp_path, MEAN)
+    stack = _save(tmp_path, "d.npy", np.zeros((3, 4)))
+    out = tmp_path / "o"
+    msg = _err(capsys, ["run", script, "--data", stack, "--engine", engine, "--set", option,
+                        "--out", str(out)])
+    assert msg.startswith(f"bayessky run: error: --set: {says}"), msg
+    assert not out.exists()
+
+
 def test_device_out_and_empty_data_are_one_line_errors(tmp_path, capsys):
     script = _script(tmp_path, DENOISE)
     good = _save(tmp_path, "d.npy", np.zeros((4, 4)))

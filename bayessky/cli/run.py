@@ -252,8 +252,9 @@ def _engine_settings(module, args) -> tuple[str, dict, dict]:
     return engine, engine_options, options
 
 
-def _preflight(module, inputs, engine: str, options: dict, noise_name, args) -> None:
-    """Option, mask and noise errors of the model are the command's (exit 2), not every map's."""
+def _preflight(module, inputs, engine: str, options: dict, noise_name, args,
+               options_of_engine: dict) -> None:
+    """Engine option, model option, mask and noise errors are the command's (exit 2), not every map's."""
     import torch
 
     from ..survey import check_model_runs, grid_axes, model_kwargs
@@ -262,6 +263,12 @@ def _preflight(module, inputs, engine: str, options: dict, noise_name, args) -> 
         raise CLIError(f"--noise: model {args.script!r} declares no NOISE_OPTION (no noise option to set)")
     if noise_name is not None and noise_name in options and args.noise is not None:
         raise CLIError(f"--noise: also given as --set {noise_name}=...; give one of them")
+    from ..infer import check_options
+
+    try:  # the engine's own checks, once, before any output exists or any map runs
+        check_options(engine, options_of_engine)
+    except (ValueError, TypeError) as err:
+        raise CLIError(f"--set: {err}") from None
     first = inputs.get(0)
     like = torch.zeros((), dtype=torch.get_default_dtype())
     model_kwargs(module, options, mask=first.mask, noise=first.noise, noise_name=noise_name, like=like)
@@ -310,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = load_inputs(args.data, mask=args.mask, noise=args.noise, key=args.key,
                          map_shape=getattr(module, "MAP_SHAPE", None))
     noise_name = noise_option(module)
-    _preflight(module, inputs, engine, options, noise_name, args)
+    _preflight(module, inputs, engine, options, noise_name, args, engine_options)
     plan = cluster_plan(workers=args.workers, scheduler=args.scheduler, cluster=args.cluster,
                         cluster_config=args.cluster_config)
     block = _block_size(args, engine, inputs.n, args.workers or 1)

@@ -4,7 +4,8 @@ Engines: ``nuts``, ``hmc`` (Pyro MCMC; ``backend="fast"`` for batched chains), `
 (microcanonical Langevin Monte Carlo, unadjusted or Metropolis-adjusted, batched chains), ``svi``
 (autoguides incl. a normalizing flow), ``map`` (with optional Laplace), ``emcee`` (ensemble) and
 ``grid`` (exact grid posterior -> :class:`GridPosterior`); ``potential`` (a model's flat
-unconstrained potential, for samplers of your own); ``summary`` for diagnostics; ``sbc``
+unconstrained potential, for samplers of your own); ``summary`` for diagnostics;
+``check_options`` (an engine's option checks without a model); ``sbc``
 with ``plot_ranks`` / ``plot_coverage`` for calibration.
 """
 
@@ -26,6 +27,7 @@ _EXPORTS = {
     "plot_ranks": ".calibrate",
     "plot_coverage": ".calibrate",
     "calibrate": ".calibrate",
+    "check_options": ".options",
     "fast_nuts": ".fast_nuts",
     "potential": ".flat_potential",
     "Potential": ".flat_potential",

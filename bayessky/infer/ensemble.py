@@ -24,6 +24,18 @@ from .optimize import resolve_init
 __all__ = ["emcee"]
 
 
+def _check_args(*, steps, thin, burn, walkers, seed) -> dict:
+    """emcee's arguments checked before the model is touched (walkers >= 2 dim needs the model)."""
+    steps = check_int("emcee", "steps", steps)
+    burn = steps // 2 if burn is None else check_int("emcee", "burn", burn, minimum=0)
+    if burn >= steps:
+        raise ValueError(f"emcee: burn must be an integer in [0, steps), got {burn!r}")
+    if walkers is not None and (not isinstance(walkers, numbers.Integral) or isinstance(walkers, bool)
+                                or walkers < 2 or walkers % 2):
+        raise ValueError(f"emcee: walkers must be an even integer >= 2 * dim, got {walkers!r}")
+    return dict(steps=steps, thin=check_int("emcee", "thin", thin), burn=burn, seed=check_seed("emcee", seed))
+
+
 def emcee(
     model: Callable,
     *args,
@@ -55,12 +67,8 @@ def emcee(
         log density), ``log_likelihood``, ``observed_data``; attrs ``acceptance_fraction``
         (per walker) and ``autocorr_time`` (per flat parameter, emcee's estimate with tol=0).
     """
-    steps = check_int("emcee", "steps", steps)
-    thin = check_int("emcee", "thin", thin)
-    burn = steps // 2 if burn is None else check_int("emcee", "burn", burn, minimum=0)
-    if burn >= steps:
-        raise ValueError(f"emcee: burn must be an integer in [0, steps), got {burn!r}")
-    seed = check_seed("emcee", seed)
+    a = _check_args(steps=steps, thin=thin, burn=burn, walkers=walkers, seed=seed)
+    steps, thin, burn, seed = (a[k] for k in ("steps", "thin", "burn", "seed"))
     with seeded(seed):
         init_fn = resolve_init("emcee", init_strategy, model, args, model_kwargs, seed=seed)
         with explain_data_errors("emcee", model, args):

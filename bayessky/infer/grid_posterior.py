@@ -19,6 +19,7 @@ midpoint-rule quadrature, log sum_j p(theta_j, d) V_j.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -392,6 +393,23 @@ def _bytes_per_point(res, B: int) -> float:
     return total / B
 
 
+def _check_args(*, prior, chunk_size, memory_budget_mb, map_batch, num_samples=None) -> dict:
+    """grid's arguments checked before the model is touched; ``num_samples`` is the draws a front
+    end asks of :meth:`GridPosterior.to_inference_data` (None: not asked)."""
+    if prior not in (None, "model", "uniform"):
+        raise ValueError(f"grid: prior must be 'model', 'uniform' or None, got {prior!r}")
+    if chunk_size is not None and (not isinstance(chunk_size, numbers.Integral)
+                                   or isinstance(chunk_size, bool) or chunk_size < 1):
+        raise ValueError(f"grid: chunk_size must be a positive integer, got {chunk_size!r}")
+    if (not isinstance(map_batch, numbers.Real) or isinstance(map_batch, bool)
+            or int(map_batch) != map_batch or map_batch < 1):
+        raise ValueError(f"grid: map_batch must be a positive integer, got {map_batch!r}")
+    if num_samples is not None and (not isinstance(num_samples, numbers.Integral)
+                                    or isinstance(num_samples, bool) or num_samples < 1):
+        raise ValueError(f"grid: num_samples must be a positive integer, got {num_samples!r}")
+    return dict(memory_budget_mb=_check_budget(memory_budget_mb))
+
+
 def grid(
     model,
     *args,
@@ -443,13 +461,8 @@ def grid(
         (2.0, 0.5)
     """
     axes = _check_axes(grid)
-    if prior not in (None, "model", "uniform"):
-        raise ValueError(f"grid: prior must be 'model', 'uniform' or None, got {prior!r}")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"grid: chunk_size must be a positive integer, got {chunk_size!r}")
-    if int(map_batch) != map_batch or map_batch < 1:
-        raise ValueError(f"grid: map_batch must be a positive integer, got {map_batch!r}")
-    memory_budget_mb = _check_budget(memory_budget_mb)
+    memory_budget_mb = _check_args(prior=prior, chunk_size=chunk_size, memory_budget_mb=memory_budget_mb,
+                                   map_batch=map_batch)["memory_budget_mb"]
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         # grid values are cast to it: an integer dtype would silently truncate the axes
         raise TypeError(f"grid: dtype must be a floating torch dtype (e.g. torch.float64), got {dtype!r}")

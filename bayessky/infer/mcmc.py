@@ -144,10 +144,7 @@ def _fast_chain_method(name, chain_method, num_chains, device):
     """``None`` -> "parallel" on a multi-core CPU with fork and >= 2 chains, else "vectorized"."""
     from . import fast_nuts
 
-    if chain_method is not None:
-        if chain_method not in ("vectorized", "parallel"):
-            raise ValueError(f"{name}: chain_method must be 'vectorized', 'parallel' or None, "
-                             f"got {chain_method!r}")
+    if chain_method is not None:  # checked in _check_args
         return chain_method
     return fast_nuts.default_chain_method(num_chains, device)
 
@@ -201,9 +198,9 @@ def _run_fast(name, model, args, kwargs, *, num_samples, warmup_steps, num_chain
     return samples, {k: v.numpy() for k, v in stats.items() if v is not None}
 
 
-def _mcmc(kind, model, args, *, num_samples, warmup_steps, num_chains, target_accept_prob,
-          dense_mass, init_strategy, jit, max_tree_depth, progress_bar, seed, backend, mp_context,
-          hmc_kw, model_kwargs, chain_method=None, precondition=None):
+def _check_args(kind, *, num_samples, warmup_steps, num_chains, target_accept_prob, seed,
+                max_tree_depth=None, backend="pyro", chain_method=None, precondition=None) -> dict:
+    """The checks of every argument ``nuts`` and ``hmc`` read before touching the model."""
     num_samples, warmup_steps, num_chains, seed = _check_common(
         kind, num_samples, warmup_steps, num_chains, target_accept_prob, seed)
     if kind == "nuts":  # both backends; Pyro's NUTS divides by zero at depth 0
@@ -215,9 +212,45 @@ def _mcmc(kind, model, args, *, num_samples, warmup_steps, num_chains, target_ac
     if backend == "pyro" and chain_method is not None:
         raise ValueError(f"{kind}: chain_method is an option of backend='fast'; Pyro's MCMC "
                          "chooses its processes itself (num_chains, mp_context)")
+    if chain_method not in (None, "vectorized", "parallel"):
+        raise ValueError(f"{kind}: chain_method must be 'vectorized', 'parallel' or None, "
+                         f"got {chain_method!r}")
     if backend == "pyro" and precondition is not None:
         raise ValueError(f"{kind}: precondition needs backend='fast' (Pyro's kernels sample the "
                          "model's own coordinates)")
+    return dict(num_samples=num_samples, warmup_steps=warmup_steps, num_chains=num_chains, seed=seed,
+                max_tree_depth=max_tree_depth)
+
+
+def _check_nuts_args(*, num_samples, warmup_steps, num_chains, target_accept_prob, seed, max_tree_depth,
+                     backend, chain_method, precondition) -> dict:
+    return _check_args("nuts", num_samples=num_samples, warmup_steps=warmup_steps, num_chains=num_chains,
+                       target_accept_prob=target_accept_prob, seed=seed, max_tree_depth=max_tree_depth,
+                       backend=backend, chain_method=chain_method, precondition=precondition)
+
+
+def _check_hmc_args(*, step_size, num_steps, trajectory_length, num_samples, warmup_steps, num_chains,
+                    target_accept_prob, seed) -> dict:
+    # Pyro takes num_steps = trajectory_length / step_size: a step_size <= 0 never ends a
+    # trajectory (hangs) and NaN fails deep inside; the initial step size is also the adaptation's start
+    hmc_kw = {"step_size": check_positive("hmc", "step_size", step_size),
+              "num_steps": None if num_steps is None else check_int("hmc", "num_steps", num_steps),
+              "trajectory_length": check_positive("hmc", "trajectory_length", trajectory_length,
+                                                  optional=True)}
+    common = _check_args("hmc", num_samples=num_samples, warmup_steps=warmup_steps, num_chains=num_chains,
+                         target_accept_prob=target_accept_prob, seed=seed)
+    return {**common, "hmc_kw": hmc_kw}
+
+
+def _mcmc(kind, model, args, *, num_samples, warmup_steps, num_chains, target_accept_prob,
+          dense_mass, init_strategy, jit, max_tree_depth, progress_bar, seed, backend, mp_context,
+          hmc_kw, model_kwargs, chain_method=None, precondition=None):
+    checked = _check_args(kind, num_samples=num_samples, warmup_steps=warmup_steps,
+                          num_chains=num_chains, target_accept_prob=target_accept_prob, seed=seed,
+                          max_tree_depth=max_tree_depth, backend=backend, chain_method=chain_method,
+                          precondition=precondition)
+    num_samples, warmup_steps, num_chains, seed, max_tree_depth = (
+        checked[k] for k in ("num_samples", "warmup_steps", "num_chains", "seed", "max_tree_depth"))
     with seeded(seed):
         init_fn = resolve_init(kind, init_strategy, model, args, model_kwargs, seed=seed)
         with explain_data_errors(kind, model, args):
@@ -360,13 +393,10 @@ def hmc(
     As :func:`nuts`, with a fixed trajectory: ``num_steps`` leapfrog steps, or
     ``trajectory_length`` (default 2 pi, Stan's) divided by the adapted step size.
     """
-    # Pyro takes num_steps = trajectory_length / step_size: a step_size <= 0 never ends a
-    # trajectory (hangs) and NaN fails deep inside; the initial step size is also the adaptation's start
-    step_size = check_positive("hmc", "step_size", step_size)
-    if num_steps is not None:
-        num_steps = check_int("hmc", "num_steps", num_steps)
-    trajectory_length = check_positive("hmc", "trajectory_length", trajectory_length, optional=True)
-    hmc_kw = {"step_size": step_size, "num_steps": num_steps, "trajectory_length": trajectory_length}
+    hmc_kw = _check_hmc_args(step_size=step_size, num_steps=num_steps,
+                             trajectory_length=trajectory_length, num_samples=num_samples,
+                             warmup_steps=warmup_steps, num_chains=num_chains,
+                             target_accept_prob=target_accept_prob, seed=seed)["hmc_kw"]
     return _mcmc("hmc", model, args, num_samples=num_samples, warmup_steps=warmup_steps,
                  num_chains=num_chains, target_accept_prob=target_accept_prob, dense_mass=dense_mass,
                  init_strategy=init_strategy, jit=jit, max_tree_depth=None, progress_bar=progress_bar,

@@ -207,6 +207,17 @@ def guide_draws(guide, args, kwargs, info, num_samples: int) -> dict[str, torch.
     raise AssertionError("unreachable")
 
 
+def _check_args(*, steps, optimizer, lr, laplace, num_samples, seed) -> dict:
+    """map's arguments checked before the model is touched."""
+    if optimizer not in ("lbfgs", "adam"):
+        raise ValueError(f"map: optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
+    if not isinstance(laplace, bool):
+        raise ValueError(f"map: laplace must be True or False, got {laplace!r}")
+    return dict(steps=check_int("map", "steps", steps),
+                num_samples=check_int("map", "num_samples", num_samples) if laplace else num_samples,
+                lr=check_positive("map", "lr", lr, optional=True), seed=check_seed("map", seed))
+
+
 def map(  # noqa: A001 - the public name of the engine
     model: Callable,
     *args,
@@ -244,11 +255,9 @@ def map(  # noqa: A001 - the public name of the engine
         >>> round(float(idata.posterior["mu"].values.item()), 4)   # = sum(data) / (n + 1)
         1.5
     """
-    steps = check_int("map", "steps", steps)
-    if laplace:
-        num_samples = check_int("map", "num_samples", num_samples)
-    lr = check_positive("map", "lr", lr, optional=True)
-    seed = check_seed("map", seed)
+    a = _check_args(steps=steps, optimizer=optimizer, lr=lr, laplace=laplace, num_samples=num_samples,
+                    seed=seed)
+    steps, num_samples, lr, seed = (a[k] for k in ("steps", "num_samples", "lr", "seed"))
     # a private parameter store: guides of earlier fits (other shapes, same names) must not leak in
     with seeded(seed), pyro.get_param_store().scope():
         evaluator = BatchEvaluator(model, args, model_kwargs, name="map")

@@ -60,6 +60,23 @@ def make_guide(model: Callable, guide="normal", *, init_fn=None, rank: int | Non
     raise ValueError(f"svi: guide must be one of {list(_GUIDES)} or a callable, got {guide!r}")
 
 
+def _check_args(*, guide, steps, num_samples, lr, final_lr, num_particles, rank, init_scale, seed) -> dict:
+    """svi's arguments checked (and defaults resolved) before the model is touched."""
+    if isinstance(guide, str) and guide not in _GUIDES:
+        raise ValueError(f"svi: guide must be one of {list(_GUIDES)} or a callable, got {guide!r}")
+    if num_particles is None:
+        num_particles = _DEFAULT_PARTICLES.get(guide, 1) if isinstance(guide, str) else 1
+    lr = check_positive("svi", "lr", lr)
+    final_lr = check_positive("svi", "final_lr", final_lr, optional=True)
+    return dict(steps=check_int("svi", "steps", steps),
+                num_samples=check_int("svi", "num_samples", num_samples),
+                num_particles=check_int("svi", "num_particles", num_particles), lr=lr,
+                final_lr=lr / 100.0 if final_lr is None else final_lr,
+                init_scale=check_positive("svi", "init_scale", init_scale),
+                rank=None if rank is None else check_int("svi", "rank", rank),
+                seed=check_seed("svi", seed))
+
+
 def svi(
     model: Callable,
     *args,
@@ -109,19 +126,11 @@ def svi(
         >>> idata.posterior["mu"].shape
         (1, 100)
     """
-    steps = check_int("svi", "steps", steps)
-    num_samples = check_int("svi", "num_samples", num_samples)
-    if num_particles is None:
-        num_particles = _DEFAULT_PARTICLES.get(guide, 1) if isinstance(guide, str) else 1
-    num_particles = check_int("svi", "num_particles", num_particles)
-    lr = check_positive("svi", "lr", lr)
-    final_lr = check_positive("svi", "final_lr", final_lr, optional=True)
-    if final_lr is None:
-        final_lr = lr / 100.0
-    init_scale = check_positive("svi", "init_scale", init_scale)
-    if rank is not None:
-        rank = check_int("svi", "rank", rank)
-    seed = check_seed("svi", seed)
+    a = _check_args(guide=guide, steps=steps, num_samples=num_samples, lr=lr, final_lr=final_lr,
+                    num_particles=num_particles, rank=rank, init_scale=init_scale, seed=seed)
+    steps, num_samples, lr, final_lr, num_particles, rank, init_scale, seed = (
+        a[k] for k in ("steps", "num_samples", "lr", "final_lr", "num_particles", "rank", "init_scale",
+                       "seed"))
     # a private parameter store: guides of earlier fits (other shapes, same names) must not leak in
     with seeded(seed), pyro.get_param_store().scope():
         evaluator = BatchEvaluator(model, args, model_kwargs, name="svi")
