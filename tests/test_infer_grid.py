@@ -2,6 +2,8 @@
 the hi-toy-v1 specification (bayessky.families.hi_toy); GridPosterior quadrature, credible regions
 and sampling vs closed forms and brute force; stacks of maps; one-line errors."""
 
+import os
+
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -275,9 +277,11 @@ def test_grid_map_batch_evaluates_data_sets_together_and_matches_closed_form():
         gauss_model(data)
 
     # a chunk holds the whole grid of 7 data sets: one call per data set, or one for 1..6 together
-    one = infer.grid(counted, stack, grid=axes, stack=True, chunk_size=41 * 31 * 7)
+    # processes=1: calls made in forked workers would not be counted here
+    one = infer.grid(counted, stack, grid=axes, stack=True, chunk_size=41 * 31 * 7, processes=1)
     n_one, calls[:] = len(calls), []
-    batched = infer.grid(counted, stack, grid=axes, stack=True, chunk_size=41 * 31 * 7, map_batch=7)
+    batched = infer.grid(counted, stack, grid=axes, stack=True, chunk_size=41 * 31 * 7, map_batch=7,
+                         processes=1)
     assert len(calls) < n_one  # 6 data sets in one call, after 4 calls spent on checking
     np.testing.assert_allclose(batched.log_likelihood, one.log_likelihood, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(batched.log_evidence, one.log_evidence, rtol=1e-12)
@@ -300,3 +304,66 @@ def test_grid_map_batch_evaluates_data_sets_together_and_matches_closed_form():
     assert np.array_equal(a.log_likelihood, b.log_likelihood)
     with pytest.raises(ValueError, match="map_batch"):
         infer.grid(hi_model(hi_toy), maps, grid=small, stack=True, map_batch=0)
+
+
+def test_grid_in_forked_processes_is_bit_identical_and_matches_closed_form():
+    """processes=2: the chunks of 5 data sets shared by two forked single-thread processes give
+    the one-process numbers bit for bit, hence each data set's closed-form Gaussian posterior."""
+    gen = torch.Generator().manual_seed(6)
+    stack = GAUSS_X + torch.randn(5, 5, generator=gen, dtype=F64)
+    axes = {"mu": np.linspace(-3.0, 5.0, 41), "tau": np.linspace(-4.0, 4.0, 31)}
+    one = infer.grid(gauss_model, stack, grid=axes, stack=True, chunk_size=97, processes=1)
+    two = infer.grid(gauss_model, stack, grid=axes, stack=True, chunk_size=97, processes=2)
+    assert np.array_equal(one.log_likelihood, two.log_likelihood)
+    assert np.array_equal(one.log_prior, two.log_prior)
+    A = np.tile([1.0, 0.5], (5, 1))
+    m0, P0 = np.array([1.0, 0.0]), np.diag([1 / 4.0, 1.0])
+    cov = np.linalg.inv(P0 + A.T @ A)
+    for m in range(5):
+        mean = cov @ (P0 @ m0 + A.T @ stack[m].numpy())
+        assert two.mean["mu"][m] == pytest.approx(mean[0], abs=2e-3)
+        assert two.mean["tau"][m] == pytest.approx(mean[1], abs=2e-3)
+
+
+def test_grid_auto_processes_fork_only_when_it_pays(monkeypatch):
+    from bayessky.infer import grid_posterior
+
+    forked = []
+    real = grid_posterior.run_forked
+
+    def spy(items, *a, **k):
+        forked.append(len(items))
+        return real(items, *a, **k)
+
+    monkeypatch.setattr(grid_posterior, "run_forked", spy)
+    axes = {"mu": np.linspace(-3.0, 5.0, 41), "tau": np.linspace(-4.0, 4.0, 31)}
+    small = infer.grid(gauss_model, GAUSS_X, grid=axes)  # milliseconds: stays in this process
+    assert forked == []
+    monkeypatch.setattr(grid_posterior, "_FORK_WORTH_S", 0.0)  # as if every point were slow
+    monkeypatch.setattr(grid_posterior, "usable_cores", lambda: 2)
+    big = infer.grid(gauss_model, GAUSS_X, grid=axes)
+    assert len(forked) == 1 and forked[0] >= 2
+    assert np.array_equal(small.log_likelihood, big.log_likelihood)
+
+
+def test_grid_processes_errors_are_one_line(monkeypatch):
+    from bayessky.infer import grid_posterior
+
+    axes = {"mu": np.linspace(-3.0, 5.0, 41), "tau": np.linspace(-4.0, 4.0, 31)}
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match=r"^grid: processes must be a positive integer or None"):
+            infer.grid(gauss_model, GAUSS_X, grid=axes, processes=bad)
+
+    parent = os.getpid()
+
+    def failing(data):  # fails inside a worker process only
+        if os.getpid() != parent:
+            raise ValueError("model: failed in a worker")
+        gauss_model(data)
+
+    with pytest.raises(ValueError, match="^model: failed in a worker"):
+        infer.grid(failing, GAUSS_X, grid=axes, chunk_size=100, processes=2)
+    monkeypatch.setattr(grid_posterior, "can_fork", lambda: False)  # e.g. inside a Dask worker
+    with pytest.raises(ValueError, match="processes=2 needs a process that can fork"):
+        infer.grid(gauss_model, GAUSS_X, grid=axes, processes=2)
+    assert infer.grid(gauss_model, GAUSS_X, grid=axes).mean["mu"] > 0  # auto: here, no fork

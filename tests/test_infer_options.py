@@ -51,6 +51,7 @@ BAD = [
     ("grid", {"map_batch": 0}),
     ("grid", {"chunk_size": 0}),
     ("grid", {"prior": "flat"}),
+    ("grid", {"processes": 0}),
     ("grid", {"memory_budget_mb": float("inf")}),
 ]
 

@@ -50,7 +50,7 @@ ENGINE_KEYS = {
               "thinning", "init_strategy", "jit"},
     "svi": {"guide", "steps", "num_samples", "lr", "final_lr", "init_strategy"},
     "map": {"steps", "optimizer", "laplace", "num_samples", "init_strategy"},
-    "grid": {"prior", "chunk_size", "memory_budget_mb", "num_samples", "map_batch"},
+    "grid": {"prior", "chunk_size", "memory_budget_mb", "num_samples", "map_batch", "processes"},
     "emcee": {"walkers", "steps", "burn", "thin", "init_strategy"},
 }
 #: exit status when some maps failed (each is in failures.csv) and the others completed

@@ -64,8 +64,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
-import os
-import signal
 from collections.abc import Callable
 
 import numpy as np
@@ -73,6 +71,7 @@ import torch
 from torch import Tensor
 
 from ._adaptation import DualAveraging, Welford, adaptation_schedule
+from ._forked import set_parent_death_signal, stop_processes, usable_cores
 
 __all__ = ["sample", "chain_seeds", "default_chain_method", "usable_cores"]
 
@@ -572,14 +571,6 @@ def default_chain_method(chains: int, device: torch.device) -> str:
     return "parallel" if parallel else "vectorized"
 
 
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the platform has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return os.cpu_count() or 1
-
-
 def _run_batch(potential_fn, q: Tensor, seeds: list[int], *, num_samples, warmup_steps, target_accept,
                max_tree_depth, dense_mass, step_size, progress_bar, desc: str = "") -> dict[str, Tensor]:
     """All chains of ``q`` (chains, D) in lockstep in this process; see :func:`sample`."""
@@ -664,19 +655,6 @@ def _run_batch(potential_fn, q: Tensor, seeds: list[int], *, num_samples, warmup
     return out
 
 
-def _set_parent_death_signal() -> None:
-    """Linux: have the kernel kill this (worker) process when its parent dies, so a killed run
-    leaves no chains behind burning CPU. A no-op elsewhere."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
-
-
 def _run_parallel(potential_fn, q: Tensor, seeds: list[int], groups: int, *, progress_bar,
                   **options) -> dict[str, Tensor]:
     """Chains split into ``groups`` contiguous blocks, each run by :func:`_run_batch` in a forked
@@ -694,7 +672,7 @@ def _run_parallel(potential_fn, q: Tensor, seeds: list[int], groups: int, *, pro
 
     def child(conn, k, rows):
         try:
-            _set_parent_death_signal()
+            set_parent_death_signal()
             torch.set_num_threads(1)
             lo, hi = int(rows[0]), int(rows[-1]) + 1
             out = _run_batch(potential_fn, q[lo:hi].clone(), seeds[lo:hi],
@@ -726,12 +704,7 @@ def _run_parallel(potential_fn, q: Tensor, seeds: list[int], groups: int, *, pro
                 raise RuntimeError(f"chain_method='parallel': worker {k} failed: {payload}")
             results.append(payload)
     finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
-            proc.join()
+        stop_processes(procs, timeout=5)
     out = {key: torch.from_numpy(np.concatenate([r[key] for r in results], 0)).to(q.device)
            for key in results[0]}
     return out

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -29,6 +30,7 @@ from scipy.special import logsumexp
 
 from .._validate import device_dtype
 from ._checks import check_positive
+from ._forked import can_fork, run_forked, usable_cores
 from ._model import BatchEvaluator
 
 __all__ = ["grid", "GridPosterior"]
@@ -270,43 +272,109 @@ def _check_sites(info, axes: Mapping) -> None:
         raise ValueError(f"grid: site(s) {nonscalar} are not scalar; the grid engine takes scalar sites")
 
 
-def _evaluate_points(ev, flat: dict, log_prior: np.ndarray, log_lik: np.ndarray, chunk_size: int | None,
-                     memory_budget_mb: float, probe: int | None = None,
-                     bar=None) -> tuple[int, int | None]:
-    """Fill ``log_prior`` and ``log_lik`` (n_points,) for one data set, ``chunk_size`` grid points
-    per model call. Without a chunk size, a probe call on 8 points sizes the chunks from
-    ``memory_budget_mb`` (its site tensors times a safety factor 4). Returns (chunk size, probe
-    size); passing them back for the next data set of a stack repeats the same chunk boundaries
-    (probe first), so a map's numbers do not depend on its place in a stack (batched kernels may
-    round differently for another batch size)."""
+def _values(ev, flat: dict, lo: int, hi: int, with_result: bool = False):
+    """Log-prior and log-likelihood (hi - lo,) of grid points ``lo:hi`` in one model call (and the
+    model's result, for sizing chunks)."""
     names = list(flat)
     lik_sites = [n for n in ev.info.sites if n not in names]
-    n_points = log_prior.shape[0]
+    res = ev({k: v[lo:hi] for k, v in flat.items()})
+    lp = res.total(names).detach()
+    ll = res.total(lik_sites).detach() if lik_sites else torch.zeros_like(lp)
+    out = (lp.cpu().numpy(), ll.cpu().numpy())
+    return out + (res,) if with_result else out
 
-    def evaluate(lo, hi):
-        res = ev({k: v[lo:hi] for k, v in flat.items()})
-        lp = res.total(names).detach()
-        ll = res.total(lik_sites).detach() if lik_sites else torch.zeros_like(lp)
-        log_prior[lo:hi], log_lik[lo:hi] = lp.cpu().numpy(), ll.cpu().numpy()
-        if bar is not None:
-            bar.update(hi - lo)
-        return res
 
-    lo = 0
-    if chunk_size is None:
-        probe = min(n_points, 8)
-        res = evaluate(0, probe)
-        lo = probe
-        per_point = 4.0 * max(_bytes_per_point(res, probe), 1.0)
-        chunk_size = max(1, int(memory_budget_mb * 2**20 / per_point)) if ev.vectorised else 1
-    elif probe:
-        evaluate(0, probe)
-        lo = probe
+def _chunks(n_points: int, chunk_size: int, probe: int | None) -> list[tuple[int, int]]:
+    """A data set's model calls: ``chunk_size`` points each; when the chunks were sized by a
+    probe, the probe's points first and then a quarter chunk (the first chunk after the probe is
+    timed alone before the rest is shared among processes, see :func:`_run_items`: a short one
+    leaves less to run alone). Every data set of a stack, and every process count, gets the same
+    boundaries, so a map's numbers do not depend on either (batched kernels may round
+    differently for another batch size)."""
+    bounds = [(0, probe), (probe, min(n_points, probe + max(1, chunk_size // 4)))] if probe else []
+    lo = bounds[-1][1] if probe else 0
     while lo < n_points:
-        hi = min(n_points, lo + chunk_size)
-        evaluate(lo, hi)
-        lo = hi
-    return chunk_size, probe
+        bounds.append((lo, min(n_points, lo + chunk_size)))
+        lo = bounds[-1][1]
+    return [(lo, hi) for lo, hi in bounds if hi > lo]
+
+
+#: a grid is cut into at least this many chunks, so that forked processes have chunks to share
+#: (30 x 30 grid of hi-cglow-64, 2 processes: 8 chunks 1.88-2.05 s, 12 chunks 1.82-1.85 s, 16 chunks
+#: 1.85 s; benchmarks/grid_speed.py --clock wall --processes auto, medians of 5, idle 2-core CPU)
+_MIN_CHUNKS = 16
+
+
+def _size_chunks(ev, flat: dict, n_points: int, memory_budget_mb: float):
+    """A probe call on the first 8 points sizes the chunks from ``memory_budget_mb`` (its site
+    tensors times a safety factor 4), and at most ``1 / _MIN_CHUNKS`` of the grid, so that forked
+    processes have chunks to share (the boundaries must not depend on the process count: a
+    batched kernel may round differently for another batch size). Returns (chunk size, probe
+    size, the probe's values)."""
+    probe = min(n_points, 8)
+    lp, ll, res = _values(ev, flat, 0, probe, with_result=True)
+    per_point = 4.0 * max(_bytes_per_point(res, probe), 1.0)
+    if not ev.vectorised:
+        return 1, probe, (lp, ll)
+    chunk_size = min(int(memory_budget_mb * 2**20 / per_point), -(-n_points // _MIN_CHUNKS))
+    return max(1, chunk_size), probe, (lp, ll)
+
+
+def _resolve_processes(processes: int | None, device: torch.device) -> int | None:
+    """The number of processes, or None (auto: fork when it pays, see :func:`_run_items`, on a
+    CPU in a process that may fork); an explicit count > 1 is checked against both."""
+    if processes is None:
+        return None if device.type == "cpu" and can_fork() else 1
+    if processes > 1 and device.type != "cpu":
+        raise ValueError(f"grid: processes={processes} splits the grid across CPU processes; the model "
+                         f"runs on {device} (use processes=1 or None)")
+    if processes > 1 and not can_fork():
+        raise ValueError(f"grid: processes={processes} needs a process that can fork workers (this one "
+                         "is a daemon, e.g. a Dask or multiprocessing worker, or the platform has no "
+                         "fork); use processes=1 or None")
+    return int(processes)
+
+
+#: auto mode forks only when the points left would take this long in this process (a fork, a
+#: worker's first call and the pipe cost a few tens of milliseconds) ...
+_FORK_WORTH_S = 0.5
+#: ... and without timing a chunk first when the probe call alone says they would take this long
+#: (a probe also pays the model's first-call costs: hi-cglow-64, 8 points in 0.14 s, 3.7 ms per
+#: point after it)
+_FORK_SURE_S = 4.0
+
+
+def _run_items(items: list, run_item, log_prior, log_lik, processes: int | None, bar,
+               probe_per_point: float | None = None) -> None:
+    """Evaluate (data set, lo, hi) items into ``log_prior`` / ``log_lik`` (M, n_points), here or
+    shared with forked single-thread processes. Auto (``processes=None``): share them among one
+    process per usable core if the probe's seconds per point say the items would take more
+    than ``_FORK_SURE_S``; otherwise run the first item here, timed, and share the rest if it
+    would take more than ``_FORK_WORTH_S`` at that speed."""
+    def store(i, values):
+        m, lo, hi = items[i]
+        log_prior[m, lo:hi], log_lik[m, lo:hi] = values
+        bar.update(hi - lo)
+
+    def points(part):
+        return sum(hi - lo for _, lo, hi in part)
+
+    start = 0
+    if processes is None and items:
+        if probe_per_point is not None and probe_per_point * points(items) > _FORK_SURE_S:
+            processes = usable_cores()
+        else:
+            t0 = time.perf_counter()
+            store(0, run_item(items[0]))
+            per_point = (time.perf_counter() - t0) / points(items[:1])
+            start = 1
+            processes = usable_cores() if per_point * points(items[1:]) > _FORK_WORTH_S else 1
+    todo = items[start:]
+    if min(processes or 1, len(todo)) > 1:
+        run_forked(todo, run_item, min(processes, len(todo)), lambda i, v: store(start + i, v), "grid")
+    else:
+        for i, item in enumerate(todo):
+            store(start + i, run_item(item))
 
 
 def _data_site(evaluator, datasets: list[tuple], flat: dict) -> str | None:
@@ -371,7 +439,7 @@ def _evaluate_stack(evaluator, datasets, flat, log_prior, log_lik, map_batch: in
     ev1 = BatchEvaluator(evaluator.model, datasets[1], evaluator.kwargs, info=evaluator.info, name="grid")
     ev1.mode = evaluator.mode
     ref_p, ref_l = np.empty((2, n)), np.empty((2, n))
-    _evaluate_points(ev1, {k: v[:n] for k, v in flat.items()}, ref_p[1], ref_l[1], n, 0.0, None)
+    ref_p[1], ref_l[1] = _values(ev1, flat, 0, n)
     ref_p[0], ref_l[0] = log_prior[0, :n], log_lik[0, :n]
     if not (np.allclose(lp2, ref_p, rtol=1e-5, atol=1e-6, equal_nan=True)
             and np.allclose(ll2, ref_l, rtol=1e-5, atol=1e-6, equal_nan=True)):
@@ -393,7 +461,7 @@ def _bytes_per_point(res, B: int) -> float:
     return total / B
 
 
-def _check_args(*, prior, chunk_size, memory_budget_mb, map_batch, num_samples=None) -> dict:
+def _check_args(*, prior, chunk_size, memory_budget_mb, map_batch, processes=None, num_samples=None) -> dict:
     """grid's arguments checked before the model is touched; ``num_samples`` is the draws a front
     end asks of :meth:`GridPosterior.to_inference_data` (None: not asked)."""
     if prior not in (None, "model", "uniform"):
@@ -404,6 +472,9 @@ def _check_args(*, prior, chunk_size, memory_budget_mb, map_batch, num_samples=N
     if (not isinstance(map_batch, numbers.Real) or isinstance(map_batch, bool)
             or int(map_batch) != map_batch or map_batch < 1):
         raise ValueError(f"grid: map_batch must be a positive integer, got {map_batch!r}")
+    if processes is not None and (not isinstance(processes, numbers.Integral)
+                                  or isinstance(processes, bool) or processes < 1):
+        raise ValueError(f"grid: processes must be a positive integer or None, got {processes!r}")
     if num_samples is not None and (not isinstance(num_samples, numbers.Integral)
                                     or isinstance(num_samples, bool) or num_samples < 1):
         raise ValueError(f"grid: num_samples must be a positive integer, got {num_samples!r}")
@@ -422,6 +493,7 @@ def grid(
     dtype: torch.dtype | None = None,
     progress_bar: bool = False,
     map_batch: int = 1,
+    processes: int | None = None,
     **model_kwargs,
 ) -> GridPosterior:
     r"""Evaluate the posterior of a model on the outer product of ``grid`` axes.
@@ -447,6 +519,13 @@ def grid(
             the value of one observed site and enters nothing else (checked by tracing two data
             sets, then the first batched call is compared with one-map evaluations); otherwise
             the data sets run one after another, as with ``map_batch=1``.
+        processes: share the chunks among this many CPU processes (this one and forked
+            children), one torch thread each (``memory_budget_mb`` is then per process); the
+            numbers are those of a one-thread run in this process, bit for bit. ``None``: one per
+            usable core where the model runs on a CPU, this process may fork (not a Dask or
+            multiprocessing worker) and the points left would take more than half a second
+            (judged from the first chunk, or at once from the probe call when it says several
+            seconds); otherwise all here, as with 1.
 
     Returns:
         :class:`GridPosterior`.
@@ -462,12 +541,13 @@ def grid(
     """
     axes = _check_axes(grid)
     memory_budget_mb = _check_args(prior=prior, chunk_size=chunk_size, memory_budget_mb=memory_budget_mb,
-                                   map_batch=map_batch)["memory_budget_mb"]
+                                   map_batch=map_batch, processes=processes)["memory_budget_mb"]
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         # grid values are cast to it: an integer dtype would silently truncate the axes
         raise TypeError(f"grid: dtype must be a floating torch dtype (e.g. torch.float64), got {dtype!r}")
     device, dtype = device_dtype(*(a for a in args if isinstance(a, torch.Tensor)), device=device,
                                  dtype=dtype)
+    processes = _resolve_processes(processes, device)
     datasets = _datasets(args, stack)
     evaluator = BatchEvaluator(model, datasets[0], model_kwargs, name="grid")
     _check_sites(evaluator.info, axes)
@@ -476,24 +556,42 @@ def grid(
     flat = {k: torch.as_tensor(m.reshape(-1), dtype=dtype, device=device) for k, m in zip(axes, mesh)}
     log_prior = np.empty((len(datasets), math.prod(shape)))
     log_lik = np.empty((len(datasets), math.prod(shape)))
-    probe = None
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(datasets) * math.prod(shape), desc="grid", unit="point", disable=not progress_bar,
                leave=False)
-    with torch.no_grad(), bar:
-        # the first data set fixes the chunk size (from a probe call) for all of them
-        chunk_size, probe = _evaluate_points(evaluator, flat, log_prior[0], log_lik[0], chunk_size,
-                                             memory_budget_mb, probe, bar)
-        done = 1
-        if map_batch > 1 and len(datasets) > 1:
-            done = _evaluate_stack(evaluator, datasets, flat, log_prior, log_lik, int(map_batch),
-                                   chunk_size, bar)
-        for m in range(done, len(datasets)):
+    evaluators = {0: evaluator}
+
+    def evaluator_for(m: int):
+        if m not in evaluators:
             ev = BatchEvaluator(model, datasets[m], model_kwargs, info=evaluator.info, name="grid")
             ev.mode = evaluator.mode
-            chunk_size, probe = _evaluate_points(ev, flat, log_prior[m], log_lik[m], chunk_size,
-                                                 memory_budget_mb, probe, bar)
+            evaluators[m] = ev
+        return evaluators[m]
+
+    def run_item(item):
+        m, lo, hi = item
+        return _values(evaluator_for(m), flat, lo, hi)
+
+    n_points = math.prod(shape)
+    with torch.no_grad(), bar:
+        probe = per_point = None
+        if chunk_size is None:  # the first data set fixes the chunk size for all of them
+            t0 = time.perf_counter()
+            chunk_size, probe, (log_prior[0, :probe], log_lik[0, :probe]) = _size_chunks(
+                evaluator, flat, n_points, memory_budget_mb)
+            per_point = (time.perf_counter() - t0) / probe
+            bar.update(probe)
+        bounds = _chunks(n_points, chunk_size, probe)
+        first = [(0, lo, hi) for lo, hi in bounds[1 if probe else 0:]]
+        rest = [(m, lo, hi) for m in range(1, len(datasets)) for lo, hi in bounds]
+        if map_batch > 1 and len(datasets) > 1:
+            _run_items(first, run_item, log_prior, log_lik, processes, bar, per_point)
+            first = []
+            if _evaluate_stack(evaluator, datasets, flat, log_prior, log_lik, int(map_batch), chunk_size,
+                               bar) > 1:
+                rest = []
+        _run_items(first + rest, run_item, log_prior, log_lik, processes, bar, per_point)
     if prior == "uniform":
         log_prior = np.zeros_like(log_prior)
     if np.isnan(log_lik).any():
