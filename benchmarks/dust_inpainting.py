@@ -315,6 +315,40 @@ def aggregate(records: list[dict]) -> dict:
     return out
 
 
+#: the panels of a map figure: array key -> title
+PANELS = {"truth": "truth", "data": "data", "a_mean": "(a) learned mean", "a_sample": "(a) learned sample",
+          "b_mean": "(b) Wiener mean", "b_sample": "(b) constrained real.",
+          "c_mean": "(c) true-model mean", "c_sample": "(c) true-model sample"}
+
+
+def map_figure(path: Path, panels: dict, title: str) -> str:
+    """One row of panels on the truth's colour scale, square-root stretched (dust is a few bright
+    clumps on a faint web: a linear scale leaves the web, and the masked region, black)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import PowerNorm
+
+    keys = [k for k in PANELS if k in panels]
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 2.9))
+    norm = PowerNorm(0.5, vmin=0.0, vmax=float(np.nanmax(panels["truth"])))
+    for ax, key in zip(axes, keys):
+        im = ax.imshow(panels[key], origin="lower", cmap="inferno", norm=norm)
+        ax.contour(panels["mask"], [0.5], colors="c", linewidths=0.8)
+        ax.set_title(PANELS[key], fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    # every panel shares the truth's colour scale: one bar, in dust-toy's intensity units
+    bar = fig.colorbar(im, ax=list(axes), fraction=0.012, pad=0.01)
+    bar.set_label(r"intensity $I / \langle I \rangle$ (square-root scale)", fontsize=8)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return str(path)
+
+
 def figures(out: Path, all_maps: list[dict], records: list[dict], thresholds: np.ndarray) -> list[str]:
     import matplotlib
 
@@ -322,35 +356,12 @@ def figures(out: Path, all_maps: list[dict], records: list[dict], thresholds: np
     import matplotlib.pyplot as plt
 
     written = []
-    has_a = "a_mean" in all_maps[0]
     for j in [k for k in range(len(all_maps)) if k < 2]:
-        m = all_maps[j]
-        panels = [("truth", m["truth"]), ("data", m["data"])]
-        if has_a:
-            panels += [("(a) learned mean", m["a_mean"]), ("(a) learned sample", m["a_sample"])]
-        panels += [
-            ("(b) Wiener mean", m["b_mean"]),
-            ("(b) constrained real.", m["b_sample"]),
-            ("(c) true-model mean", m["c_mean"]),
-            ("(c) true-model sample", m["c_sample"]),
-        ]
-        fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9))
-        lo, hi = np.nanmin(m["truth"]), np.nanmax(m["truth"])
-        for ax, (title, img) in zip(axes, panels):
-            im = ax.imshow(img, origin="lower", cmap="inferno", vmin=min(lo, 0), vmax=hi)
-            ax.contour(m["mask"], [0.5], colors="c", linewidths=0.5)
-            ax.set_title(title, fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.suptitle(f"map {records[j]['index']} ({records[j]['mask']} mask)", fontsize=9)
-        fig.tight_layout()
-        # every panel shares the truth's colour scale: one bar, in dust-toy's intensity units
-        bar = fig.colorbar(im, ax=list(axes), fraction=0.012, pad=0.01)
-        bar.set_label(r"intensity $I / \langle I \rangle$", fontsize=8)
-        path = out / f"dust_inpainting_map{j}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(str(path))
+        panels = {k: np.asarray(all_maps[j][k]) for k in (*PANELS, "mask") if k in all_maps[j]}
+        title = f"map {records[j]['index']} ({records[j]['mask']} mask)"
+        # the panels travel with the figure, so it can be redrawn without sampling (--replot)
+        np.savez_compressed(out / f"dust_inpainting_map{j}.npz", title=np.array(title), **panels)
+        written.append(map_figure(out / f"dust_inpainting_map{j}.png", panels, title))
     # masked-pixel histograms and Minkowski curves of the first map of each mask type
     fig, axes = plt.subplots(2, 4, figsize=(16, 7))
     for row, j in enumerate([k for k in range(min(2, len(all_maps)))]):
@@ -448,9 +459,19 @@ def main(argv=None) -> dict:
     p.add_argument("--reference-cache", help="folder caching (c)'s true-model draws per map "
                    "(reused by later runs with the same map, chains and iterations)")
     p.add_argument("--out", default="benchmarks/results/dust_inpainting")
+    p.add_argument("--replot", metavar="DIR", help="only redraw the map figures from DIR's "
+                   "dust_inpainting_map*.npz (written by an earlier run) into DIR")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
+    if args.replot:
+        written = []
+        for path in sorted(Path(args.replot).glob("dust_inpainting_map*.npz")):
+            with np.load(path) as z:
+                panels = {k: z[k] for k in z.files if k != "title"}
+                written.append(map_figure(path.with_suffix(".png"), panels, str(z["title"])))
+        print(json.dumps({"figures": written}))
+        return {"figures": written}
     out.mkdir(parents=True, exist_ok=True)
     state = _map_state(args)
     _, prior, spectrum, thresholds = state

@@ -520,8 +520,8 @@ def grid(
             sets, then the first batched call is compared with one-map evaluations); otherwise
             the data sets run one after another, as with ``map_batch=1``.
         processes: share the chunks among this many CPU processes (this one and forked
-            children), one torch thread each (``memory_budget_mb`` is then per process); the
-            numbers are those of a one-thread run in this process, bit for bit. ``None``: one per
+            children), one torch thread each (``memory_budget_mb`` is then per process); with
+            ``torch.set_num_threads(1)`` the numbers are the same bits for any value. ``None``: one per
             usable core where the model runs on a CPU, this process may fork (not a Dask or
             multiprocessing worker) and the points left would take more than half a second
             (judged from the first chunk, or at once from the probe call when it says several
