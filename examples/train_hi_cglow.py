@@ -114,6 +114,7 @@ def main(argv=None) -> None:
                    "same architecture)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.safetensors if it exists")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--compile", action="store_true", help="train through torch.compile (one process)")
     args = p.parse_args(argv)
     dev = device_or_exit(p, args.device)
     if args.threads is not None:
@@ -199,9 +200,10 @@ def main(argv=None) -> None:
             return transform(xe), ce
     else:
         train_data = (transform(x), c)
+    # max_minutes is checked between batches: long epochs stop in time
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       lr_patience=args.lr_patience, early_stopping=25, seed=args.seed,
-                      max_minutes=args.minutes)  # checked between batches: long epochs stop in time
+                      max_minutes=args.minutes, compile=args.compile)
     result = fit(net, train_data, val=(yv, cv), test=(yt, ct), config=cfg, augment=Augment(),
                  out=args.out, card=card, callback=report, resume=args.resume)
     exact = exact_nll(xt, ct, std)

@@ -167,3 +167,5 @@ def test_one_line_errors(tmp_path, capsys, toy_kind):
     neg.mkdir()
     mp2, pp2, *_ = _camels(neg, negative=True)
     assert "<= 0" in _err(capsys, base + ["--data", mp2, "--params", pp2, "--transform", "log10"])
+    assert "--compile: not with 2 processes" in _err(capsys, base + ["--data", mp, "--nproc", "2",
+                                                                      "--compile"])

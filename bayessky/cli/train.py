@@ -89,6 +89,8 @@ def add_parser(sub) -> None:
     g.add_argument("--resume", action="store_true", help="continue from DIR/state.safetensors")
     g.add_argument("--nproc", type=int, help="train with N processes on this machine (re-runs the "
                    "command under torchrun; --batch-size is then the global batch)")
+    g.add_argument("--compile", action="store_true", help="train through torch.compile (1.26x for the "
+                   "HIGlow-size Glow on a CPU, after minutes of compilation; one process only)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -355,6 +357,9 @@ def _world(args, spec) -> int:
         if world > 1:
             raise CLIError(f"--nproc: already running under torchrun (WORLD_SIZE={world}); leave it out")
         world = args.nproc
+    if getattr(args, "compile", False) and (world > 1 or spec.objective == "wgan-gp"):
+        why = f"{world} processes" if world > 1 else "WGAN-GP"
+        raise CLIError(f"--compile: not with {why} (flows and VAEs in one process only)")
     if world > 1:
         if spec.objective == "wgan-gp":
             raise CLIError(f"{args.kind}: WGAN-GP trains in one process (DistributedDataParallel does not "
@@ -413,7 +418,8 @@ def _train(args, spec, net, y, context, splits, card, augment, out, device):
     from ..train.loop import TrainConfig, fit
 
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 3e-4,
-                      early_stopping=args.early_stopping, seed=args.seed, progress=progress)
+                      early_stopping=args.early_stopping, seed=args.seed, progress=progress,
+                      compile=args.compile)
     return fit(net, part(train_idx), part(val_idx), objective=spec.objective, config=cfg,
                augment=augment, out=out, resume=args.resume, card=card, test=part(test_idx),
                device=device)

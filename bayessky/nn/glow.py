@@ -201,6 +201,9 @@ class FlowSteps(nn.Module):
             ld = ld + l
         return x, ld + ld_mix.sum() * (x.shape[2] * x.shape[3])
 
+    # runs once, on data: torch.compile (TrainConfig(compile=True)) leaves it eager instead of
+    # breaking its graph, with a warning, on the value-dependent checks inside
+    @torch.compiler.disable
     @torch.no_grad()
     def _initialize(self, x, context, injections) -> None:
         """ActNorm's data-dependent init (first training batch): a graph-free pass through the

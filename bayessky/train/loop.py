@@ -85,6 +85,12 @@ class TrainConfig:
             epoch ends after the current batch (its record has ``partial_epoch``), is evaluated
             and checkpointed, and training stops. Several processes check it at epoch ends only
             (every rank must run the same batches).
+        compile: train through ``torch.compile(objective)`` (inductor: fused kernels; evaluation
+            stays eager). The HIGlow-size conditional Glow (6 levels x 20 steps, 64 x 64, batch
+            32, one CPU thread) trains 1.26x faster (55.0 -> 69.4 maps/s,
+            ``benchmarks/flow_throughput.py --levers base,compile``), after minutes of
+            compilation; gradients agree with eager ones to 2e-6 of their largest. Not yet with
+            several processes (DDP).
     """
 
     epochs: int = 100
@@ -102,6 +108,7 @@ class TrainConfig:
     progress: bool = True
     restore_best: bool = True
     max_minutes: float | None = None
+    compile: bool = False
 
     def __post_init__(self):
         for key in ("epochs", "batch_size", "lr_patience", "eval_batch_size"):
@@ -118,6 +125,8 @@ class TrainConfig:
         if self.early_stopping is not None and self.early_stopping < 1:
             raise ValueError(f"early_stopping: expected a positive patience or None, "
                              f"got {self.early_stopping!r}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile: expected True or False, got {self.compile!r}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"max_minutes: expected a positive number or None, got {self.max_minutes!r}")
         self.betas = tuple(float(b) for b in self.betas)
@@ -261,6 +270,8 @@ def fit(
     state_path = out / STATE_FILE if out is not None else None
     group = current_group()
     writes = group is None or group.is_main
+    if cfg.compile and group is not None:
+        raise ValueError("compile: not yet supported with several processes (DDP); train eagerly")
 
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor,
@@ -287,6 +298,8 @@ def fit(
     stop = run.stopped(cfg)
     # with a group: the objective under DistributedDataParallel, and the group to shard batches
     step = None if group is None else (data_parallel(model, objective, dev), group)
+    # one graph per batch shape (a full and the last, partial batch): dynamic shapes compile slower code
+    train_objective = torch.compile(objective, dynamic=False) if cfg.compile else objective
     # ActNorm's data-dependent init (first batch) from the statistics of the global batch
     scope = contextlib.nullcontext() if group is None else actnorm_reduction(group.all_reduce)
     started = time.perf_counter()
@@ -302,8 +315,8 @@ def fit(
             batches = progress_bar(-(-n // cfg.batch_size), 0, cfg.progress and writes,
                                    f"epoch {run.epoch + 1}", unit="batch", leave=False)
             with contextlib.closing(batches):
-                total, seen = _train_epoch(model, train, objective, opt, cfg, gens, augment, (dev, dtype),
-                                           run.epoch + 1, step, bar=batches,
+                total, seen = _train_epoch(model, train, train_objective, opt, cfg, gens, augment,
+                                           (dev, dtype), run.epoch + 1, step, bar=batches,
                                            deadline=deadline if group is None else None)
             if group is not None:
                 total = group.total(total)
