@@ -27,6 +27,7 @@ import argparse
 import ast
 import inspect
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +59,12 @@ EXIT_SOME_FAILED = 3
 
 
 def add_parser(sub) -> None:
+    engines = "\n".join(textwrap.fill(f"{e}: {', '.join(sorted(ENGINE_KEYS[e]))}", 88, initial_indent="  ",
+                                       subsequent_indent="    ") for e in ENGINES)
     p = sub.add_parser("run", help="run a packaged model or a model script on data with an engine",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="engine options for --set (checked before any map runs; the other keys "
+                              "go to the model):\n" + engines)
     p.add_argument("script", metavar="MODEL", help="a packaged model's name (see 'bayessky models') "
                    "or a model script (.py) defining model(data, **options)")
     p.add_argument("--data", required=True, help="map(s): .npy, .npz or FITS; a stack (n, ...) gives one "
@@ -70,7 +75,7 @@ def add_parser(sub) -> None:
                    "or a stack (n, H, W) of per-map rms maps")
     p.add_argument("--engine", choices=ENGINES, help="engine (default: the script's DEFAULTS, else nuts)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="option for the script or the engine (repeatable)")
+                   help="option for the script or the engine (repeatable; engine keys below)")
     p.add_argument("--out", default="bayessky-run", help="output folder (a run is resumed by running the "
                    "same command again)")
     p.add_argument("--restart", action="store_true", help="clear the previous run's outputs in --out first")
