@@ -51,6 +51,7 @@ import pyro.poutine as poutine
 import torch
 
 from bayessky import infer
+from bayessky.infer import fast_nuts
 from bayessky.models import hi_parameters
 
 
@@ -125,6 +126,7 @@ def main(argv=None) -> dict:
         t_grid.append(dt)
         t_net.append(timed(run_net)[0])
     grid_rate = n_points / statistics.median(t_grid)
+    cores = fast_nuts.usable_cores()  # what the engine's auto mode forks for
     net_rate = args.batch / statistics.median(t_net)
 
     out = {
@@ -141,7 +143,7 @@ def main(argv=None) -> dict:
         "device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
         "grid_points": n_points,
         "grid_processes": args.processes,
-        "usable_cores": len(os.sched_getaffinity(0)),
+        "usable_cores": cores,
         "repeats": args.repeats,
         "grid_seconds": [round(t, 3) for t in t_grid],
         "grid_seconds_median": round(statistics.median(t_grid), 3),
@@ -152,7 +154,7 @@ def main(argv=None) -> dict:
         "ratio_grid_to_network": round(grid_rate / net_rate, 3),
         # the network runs in this one process: with forked grid processes, also per process
         "ratio_grid_per_process_to_network": round(
-            grid_rate / (len(os.sched_getaffinity(0)) if processes is None else processes) / net_rate, 3),
+            grid_rate / (cores if processes is None else processes) / net_rate, 3),
         "posterior_mean": {k: float(v) for k, v in post.mean.items()},
         "truth": truth,
     }

@@ -357,7 +357,7 @@ def _world(args, spec) -> int:
         if world > 1:
             raise CLIError(f"--nproc: already running under torchrun (WORLD_SIZE={world}); leave it out")
         world = args.nproc
-    if getattr(args, "compile", False) and (world > 1 or spec.objective == "wgan-gp"):
+    if args.compile and (world > 1 or spec.objective == "wgan-gp"):
         why = f"{world} processes" if world > 1 else "WGAN-GP"
         raise CLIError(f"--compile: not with {why} (flows and VAEs in one process only)")
     if world > 1:

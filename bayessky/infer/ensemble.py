@@ -78,8 +78,7 @@ def emcee(
         if walkers is None:
             walkers = max(4 * D, 16)
             walkers += walkers % 2
-        if (not isinstance(walkers, numbers.Integral) or isinstance(walkers, bool)
-                or walkers < 2 * D or walkers % 2):
+        if walkers < 2 * D:  # its type and parity: _check_args
             raise ValueError(f"emcee: walkers must be an even integer >= 2 * dim = {2 * D}, "
                              f"got {walkers!r}")
         walkers = int(walkers)

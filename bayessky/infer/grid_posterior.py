@@ -359,8 +359,10 @@ def _run_items(items: list, run_item, log_prior, log_lik, processes: int | None,
     def points(part):
         return sum(hi - lo for _, lo, hi in part)
 
+    if not items:
+        return
     start = 0
-    if processes is None and items:
+    if processes is None:
         if probe_per_point is not None and probe_per_point * points(items) > _FORK_SURE_S:
             processes = usable_cores()
         else:
@@ -370,7 +372,7 @@ def _run_items(items: list, run_item, log_prior, log_lik, processes: int | None,
             start = 1
             processes = usable_cores() if per_point * points(items[1:]) > _FORK_WORTH_S else 1
     todo = items[start:]
-    if min(processes or 1, len(todo)) > 1:
+    if min(processes, len(todo)) > 1:
         run_forked(todo, run_item, min(processes, len(todo)), lambda i, v: store(start + i, v), "grid")
     else:
         for i, item in enumerate(todo):
@@ -554,11 +556,12 @@ def grid(
     shape = tuple(len(v) for v in axes.values())
     mesh = np.meshgrid(*axes.values(), indexing="ij")
     flat = {k: torch.as_tensor(m.reshape(-1), dtype=dtype, device=device) for k, m in zip(axes, mesh)}
-    log_prior = np.empty((len(datasets), math.prod(shape)))
-    log_lik = np.empty((len(datasets), math.prod(shape)))
+    n_points = math.prod(shape)
+    log_prior = np.empty((len(datasets), n_points))
+    log_lik = np.empty((len(datasets), n_points))
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(datasets) * math.prod(shape), desc="grid", unit="point", disable=not progress_bar,
+    bar = tqdm(total=len(datasets) * n_points, desc="grid", unit="point", disable=not progress_bar,
                leave=False)
     evaluators = {0: evaluator}
 
@@ -573,7 +576,6 @@ def grid(
         m, lo, hi = item
         return _values(evaluator_for(m), flat, lo, hi)
 
-    n_points = math.prod(shape)
     with torch.no_grad(), bar:
         probe = per_point = None
         if chunk_size is None:  # the first data set fixes the chunk size for all of them

@@ -229,14 +229,19 @@ def _check_nuts_args(*, num_samples, warmup_steps, num_chains, target_accept_pro
                        backend=backend, chain_method=chain_method, precondition=precondition)
 
 
+def _check_hmc_kw(step_size, num_steps, trajectory_length) -> dict:
+    """hmc's trajectory arguments. Pyro takes num_steps = trajectory_length / step_size: a
+    step_size <= 0 never ends a trajectory (hangs) and NaN fails deep inside; the initial step
+    size is also the adaptation's start."""
+    return {"step_size": check_positive("hmc", "step_size", step_size),
+            "num_steps": None if num_steps is None else check_int("hmc", "num_steps", num_steps),
+            "trajectory_length": check_positive("hmc", "trajectory_length", trajectory_length, optional=True)}
+
+
 def _check_hmc_args(*, step_size, num_steps, trajectory_length, num_samples, warmup_steps, num_chains,
                     target_accept_prob, seed) -> dict:
-    # Pyro takes num_steps = trajectory_length / step_size: a step_size <= 0 never ends a
-    # trajectory (hangs) and NaN fails deep inside; the initial step size is also the adaptation's start
-    hmc_kw = {"step_size": check_positive("hmc", "step_size", step_size),
-              "num_steps": None if num_steps is None else check_int("hmc", "num_steps", num_steps),
-              "trajectory_length": check_positive("hmc", "trajectory_length", trajectory_length,
-                                                  optional=True)}
+    """All of hmc's checks, in the engine's order (its trajectory arguments first, then _mcmc's)."""
+    hmc_kw = _check_hmc_kw(step_size, num_steps, trajectory_length)
     common = _check_args("hmc", num_samples=num_samples, warmup_steps=warmup_steps, num_chains=num_chains,
                          target_accept_prob=target_accept_prob, seed=seed)
     return {**common, "hmc_kw": hmc_kw}
@@ -393,10 +398,7 @@ def hmc(
     As :func:`nuts`, with a fixed trajectory: ``num_steps`` leapfrog steps, or
     ``trajectory_length`` (default 2 pi, Stan's) divided by the adapted step size.
     """
-    hmc_kw = _check_hmc_args(step_size=step_size, num_steps=num_steps,
-                             trajectory_length=trajectory_length, num_samples=num_samples,
-                             warmup_steps=warmup_steps, num_chains=num_chains,
-                             target_accept_prob=target_accept_prob, seed=seed)["hmc_kw"]
+    hmc_kw = _check_hmc_kw(step_size, num_steps, trajectory_length)  # the common ones: in _mcmc
     return _mcmc("hmc", model, args, num_samples=num_samples, warmup_steps=warmup_steps,
                  num_chains=num_chains, target_accept_prob=target_accept_prob, dense_mass=dense_mass,
                  init_strategy=init_strategy, jit=jit, max_tree_depth=None, progress_bar=progress_bar,

@@ -43,7 +43,7 @@ def check_options(engine: str, options: Mapping[str, object]) -> None:
         raise ValueError(f"engine: expected one of {ENGINES}, got {engine!r}")
     module_name, checker_name = _CHECKERS[engine]
     module = importlib.import_module(module_name, __package__)
-    engine_fn = getattr(module, "map" if engine == "map" else engine)
+    engine_fn = getattr(module, engine)
     checker = getattr(module, checker_name)
     sig = inspect.signature(engine_fn).parameters
     known = {n for n, p in sig.items() if p.kind == p.KEYWORD_ONLY}
